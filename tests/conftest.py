@@ -1,0 +1,7 @@
+"""Session-wide test wiring.
+
+Fixtures that start real services live in ``tests/support`` (one module per service) and are registered here,
+so every test directory can use them without importing them by hand.
+"""
+
+pytest_plugins: list[str] = []
