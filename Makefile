@@ -1,0 +1,113 @@
+# Sluice — developer entry points. `make help` lists them.
+SHELL := /usr/bin/env bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SLUICE := $(VENV)/bin/sluice
+K8S_VERSION ?= v1.37.2
+SLUICE_CACHE ?= $(HOME)/.cache/sluice
+K8S_BIN := $(SLUICE_CACHE)/k8s/$(K8S_VERSION)/bin
+export K8S_VERSION SLUICE_CACHE
+IMAGE ?= sluice:dev
+PYTEST_ARGS ?=
+
+##@ Main jobs
+
+.PHONY: dev
+dev: deps ## Local control plane, process node, two sample databases, operator, API and a demo connector streaming
+	PATH="$(CURDIR)/$(VENV)/bin:$(K8S_BIN):$$PATH" $(SLUICE) dev
+
+.PHONY: test
+test: deps ## Install what the tests need, then run every test (unit, integration, e2e) and the drift checks
+	$(MAKE) --no-print-directory check-generated lint
+	PATH="$(CURDIR)/$(VENV)/bin:$(K8S_BIN):$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+
+##@ Set-up
+
+.PHONY: deps
+deps: system-deps venv k8s-binaries ## Everything a fresh machine needs (idempotent; fast when already done)
+
+.PHONY: system-deps
+system-deps: ## PostgreSQL and pgcopydb from Debian packages (as root, or with sudo)
+	bash hack/install-system-deps.sh
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Python virtualenv with sluice and its dev tools
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+.PHONY: k8s-binaries
+k8s-binaries: ## Build etcd, kube-apiserver, -controller-manager, -scheduler and kubectl from the Go module proxy (cached)
+	bash hack/build-k8s.sh
+
+##@ Local cluster
+
+.PHONY: cluster-up
+cluster-up: deps ## Start the local control plane; kubeconfig at .sluice/kubeconfig
+	PATH="$(K8S_BIN):$$PATH" $(PY) -m sluice.devstack.controlplane up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local control plane
+	$(PY) -m sluice.devstack.controlplane down
+
+##@ Development
+
+.PHONY: generate
+generate: venv ## Write crds/ and openapi/ from the models
+	$(SLUICE) generate
+
+.PHONY: check-generated
+check-generated: venv ## Fail when crds/ or openapi/ drift from the models
+	$(SLUICE) generate --check
+
+.PHONY: lint
+lint: venv ## ruff and mypy (strict)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+.PHONY: fmt
+fmt: venv ## Format the code
+	$(VENV)/bin/ruff format src tests bench
+	$(VENV)/bin/ruff check --fix src tests bench
+
+.PHONY: test-unit
+test-unit: venv ## Unit tests only (no PostgreSQL, no control plane)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: bench
+bench: deps ## Benchmark PostgreSQL -> PostgreSQL against native logical replication and pgcopydb
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bench/pg_to_pg
+
+##@ Deployment
+
+.PHONY: image
+image: ## Build the container image (needs a Docker engine)
+	docker build -t $(IMAGE) .
+
+.PHONY: deploy
+deploy: ## Install CRD, RBAC, operator and API into the current kubectl context
+	kubectl apply -k manifests/
+
+.PHONY: undeploy
+undeploy: ## Remove what deploy installed (connectors first, so finalizers can run)
+	-kubectl delete connectors --all -A --wait=true
+	kubectl delete -k manifests/ --ignore-not-found
+
+.PHONY: kind-e2e
+kind-e2e: ## For machines with Docker and kind: cluster, image, deploy, sample connector (not run in CI here)
+	bash hack/kind-e2e.sh
+
+##@ Help
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} \
+	  /^[a-zA-Z0-9_-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } \
+	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
