@@ -129,16 +129,8 @@ def sink_db(pg_sink: PostgresInstance, request: pytest.FixtureRequest) -> Iterat
 
 
 def connection_block(db: PgDatabase, user: PostgresUser | None = None) -> dict[str, Any]:
-    """The ``connection`` object of the connector schema for a test database (ssl off: test servers have no TLS)."""
-    who = user or db.instance.superuser
-    return {
-        "host": db.instance.host,
-        "port": db.instance.port,
-        "user": who.name,
-        "password": who.password,
-        "database": db.name,
-        "ssl_mode": "Disable",
-    }
+    """The ``connection`` object of the connector schema for a test database."""
+    return db.instance.connection_spec(db.name, user)
 
 
 def connector_spec(

@@ -194,6 +194,7 @@ class PostgresInstance:
         pwfile.write_text(self.superuser.password + "\n")
         if self._as_root():
             entry = pwd.getpwnam(_OS_SERVER_USER)
+            _check_traversable(self.dir.parent, entry.pw_uid)
             for path in (self.dir, self.socket_dir, pwfile):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
             self.dir.chmod(0o755)  # clients (root or others) read the log; the data dir itself stays 0700
@@ -411,6 +412,18 @@ class PostgresInstance:
             "sslmode": "disable",
         }
 
+    def connection_spec(self, dbname: str, user: PostgresUser | None = None) -> dict[str, Any]:
+        """The ``connection`` object of the connector schema (ssl_mode Disable: test servers have no TLS)."""
+        who = user or self.superuser
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": who.name,
+            "password": who.password,
+            "database": dbname,
+            "ssl_mode": "Disable",
+        }
+
     def client_env(self, user: PostgresUser | None = None) -> dict[str, str]:
         """Environment for libpq client tools (psql, pgbench, pgcopydb): host/port/user/password."""
         who = user or self.superuser
@@ -481,6 +494,17 @@ class PostgresInstance:
                 break
             time.sleep(0.1)
         self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _check_traversable(path: Path, uid: int) -> None:
+    """Fail clearly when the server's OS user could not reach its directory (e.g. under a 0700 root temp dir)."""
+    for parent in [path.resolve(), *path.resolve().parents]:
+        st = parent.stat()
+        if st.st_uid != uid and not st.st_mode & 0o001:
+            raise PostgresError(
+                f"{parent} cannot be entered by the {_OS_SERVER_USER!r} OS user that runs the server; "
+                f"use a base_dir elsewhere or 'chmod o+x {parent}'"
+            )
 
 
 def _conf_value(value: str | int) -> str:
