@@ -186,7 +186,11 @@ class ConnectorStatus(StatusModel):
 
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
     """metadata.generation of the spec this status describes."""
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        # One condition per type, merged by type under server-side apply (Kubernetes API conventions).
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
     """Kubernetes conditions; Ready is True only when the worker replicates without a known problem."""
     source_kind: str | None = None
     """Kind of source (postgres, mysql, ...), for printer columns."""
