@@ -1,0 +1,1 @@
+"""HTTP handlers: parse the request, authorize, call a service in the thread pool, render the result."""
