@@ -13,9 +13,6 @@ from typing import Any
 import pytest
 import yaml
 
-from sluice.errors import ConfigError
-from sluice.k8s.secretenv import lookup_from_env, secret_env_name
-from sluice.models.common import SecretRef
 from sluice.operator import builders, naming
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden" / "builders"
@@ -98,25 +95,18 @@ def test_config_holds_no_referenced_secret_and_no_operator_fields() -> None:
     assert "password" not in config["source"]["postgres"]["connection"]
 
 
-def test_secret_refs_become_secret_key_ref_env() -> None:
+def test_secret_refs_are_projected_as_files_the_worker_reads() -> None:
     sts = builders.statefulset(CONNECTOR, SETTINGS, replicas=1, run_id="r")
-    env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
-    var = secret_env_name("orders-db", "source.password")
-    assert var == "SLUICE_SECRET_ORDERS_DB_SOURCE_PASSWORD"
-    assert env[var]["valueFrom"]["secretKeyRef"] == {"name": "orders-db", "key": "source.password"}
-    assert lookup_from_env(SecretRef(name="orders-db", key="source.password"), {var: "pw"}) == "pw"
-    with pytest.raises(ConfigError):
-        lookup_from_env(SecretRef(name="orders-db", key="source.password"), {})
-
-
-def test_colliding_secret_refs_are_refused() -> None:
-    cr = yaml.safe_load(yaml.safe_dump(CONNECTOR))
-    cr["spec"]["sink"]["postgres"]["connection"]["password_secret_ref"] = {
-        "name": "orders_db",
-        "key": "source-password",
+    pod = sts["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["SLUICE_SECRETS_DIR"] == builders.SECRETS_MOUNT
+    (credentials,) = [v for v in pod["volumes"] if v["name"] == "credentials"]
+    items = {
+        (s["secret"]["name"], i["key"], i["path"])
+        for s in credentials["projected"]["sources"]
+        for i in s["secret"]["items"]
     }
-    with pytest.raises(ConfigError, match="same variable"):
-        builders.statefulset(cr, SETTINGS, replicas=1, run_id="r")
+    assert items == {("orders-db", "source.password", "orders-db/source.password"), ("dwh", "password", "dwh/password")}
 
 
 def test_spec_change_changes_config_hash_but_disable_does_not() -> None:

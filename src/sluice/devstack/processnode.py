@@ -439,8 +439,10 @@ class ProcessNode:
                     self._write_data(local, kind, obj, src.get("items"))
             elif "emptyDir" in vol:
                 local.mkdir(parents=True, exist_ok=True)
-            elif "projected" in vol and mount["mountPath"] == SA_MOUNT:
+            elif "projected" in vol and any("serviceAccountToken" in src for src in vol["projected"]["sources"]):
                 self._write_sa_token(pod, runner, local)
+            elif "projected" in vol:
+                self._write_projected(namespace, local, vol["projected"]["sources"])
             else:
                 raise EnvError(
                     f"volume {mount['name']!r}: only secret, configMap, emptyDir and the service "
@@ -453,6 +455,31 @@ class ProcessNode:
         if pod["spec"].get("automountServiceAccountToken", True) and not any(m == SA_MOUNT for m, _ in mounts):
             self._write_sa_token(pod, runner, base / "kube-api-access")
         return sorted(mounts, key=lambda m: -len(m[0]))
+
+    def _write_projected(self, namespace: str, local: Path, sources: list[JsonObj]) -> None:
+        """secret/configMap sources of a projected volume, merged into one directory."""
+        tmp = local.with_name(local.name + ".proj")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for src in sources:
+            kind, ref = ("secrets", src["secret"]) if "secret" in src else ("configmaps", src.get("configMap"))
+            if ref is None:
+                raise EnvError("projected volumes support only secret and configMap sources on the process node")
+            obj = self._lookup(kind, namespace, ref["name"])
+            if obj is None:
+                if ref.get("optional"):
+                    continue
+                raise EnvError(f"projected volume: {kind[:-1]} {ref['name']!r} does not exist")
+            part = tmp / "part"
+            self._write_data(part, kind, obj, ref.get("items"))
+            for file in part.rglob("*"):
+                if file.is_file():
+                    target = tmp / file.relative_to(part)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    file.rename(target)
+            shutil.rmtree(part)
+        shutil.rmtree(local, ignore_errors=True)
+        tmp.rename(local)
 
     @staticmethod
     def _write_data(local: Path, kind: str, obj: JsonObj, items: list[JsonObj] | None) -> None:

@@ -8,8 +8,9 @@ Children of a Connector ``<c>`` (all owned by it, so deleting the Connector garb
 
 - Secret ``<c>-worker-config``: the connector body the worker loads (``--config``). A Secret, not a ConfigMap,
   because a CR written by hand may hold inline credentials. ``*_secret_ref`` values are *not* copied into it:
-  each reference becomes an env var ``valueFrom.secretKeyRef`` on the pod (``sluice.k8s.secretenv``), so the
-  operator never reads a credential.
+  the referenced keys are projected into the pod at ``/var/run/secrets/sluice/<secret>/<key>`` (where
+  ``sluice.worker.config`` reads them), so the operator never reads a credential, and files keep values out of
+  the process environment.
 - ServiceAccount + Role + RoleBinding ``<c>-worker``: the Role names the one Connector in ``resourceNames``,
   so a worker can read its own spec and patch its own status and nothing else.
 - StatefulSet ``<c>-worker`` with at most one replica, running ``sluice worker``.
@@ -34,13 +35,13 @@ from typing import Any
 
 import yaml
 
-from sluice.k8s.secretenv import secret_env_vars
 from sluice.models.resource import API_VERSION, KIND
 from sluice.operator import naming
 
 __all__ = [
     "CONFIG_KEY",
     "CONFIG_MOUNT",
+    "SECRETS_MOUNT",
     "WorkerSettings",
     "config_hash",
     "config_secret",
@@ -57,6 +58,7 @@ JsonObj = dict[str, Any]
 
 CONFIG_KEY = "connector.yaml"
 CONFIG_MOUNT = "/etc/sluice"
+SECRETS_MOUNT = "/var/run/secrets/sluice"
 
 
 @dataclass(frozen=True)
@@ -217,12 +219,26 @@ def _env(cr: JsonObj, settings: WorkerSettings, run_id: str, reinitialize: str) 
         {"name": "SLUICE_STATUS_REPORTER", "value": "kubernetes"},
         {"name": "SLUICE_METRICS_PORT", "value": str(settings.metrics_port)},
         {"name": "SLUICE_LOG_FORMAT", "value": settings.log_format},
+        {"name": "SLUICE_SECRETS_DIR", "value": SECRETS_MOUNT},
     ]
     if reinitialize:
         env.append({"name": "SLUICE_REINITIALIZE_ID", "value": reinitialize})
     env.extend({"name": k, "value": v} for k, v in settings.extra_env)
-    env.extend(secret_env_vars(secret_refs(cr)))
     return env
+
+
+def _credentials_volume(cr: JsonObj) -> JsonObj | None:
+    """One projected volume with exactly the referenced keys, laid out as ``<secret>/<key>``."""
+    by_secret: dict[str, list[str]] = {}
+    for name, key in secret_refs(cr):
+        by_secret.setdefault(name, []).append(key)
+    if not by_secret:
+        return None
+    sources = [
+        {"secret": {"name": name, "items": [{"key": key, "path": f"{name}/{key}"} for key in keys]}}
+        for name, keys in sorted(by_secret.items())
+    ]
+    return {"name": "credentials", "projected": {"sources": sources, "defaultMode": 0o400}}
 
 
 def statefulset(
@@ -259,6 +275,11 @@ def statefulset(
             "capabilities": {"drop": ["ALL"]},
         },
     }
+    volumes: list[JsonObj] = [{"name": "config", "secret": {"secretName": naming.config_secret_name(connector)}}]
+    credentials = _credentials_volume(cr)
+    if credentials is not None:
+        volumes.append(credentials)
+        container["volumeMounts"].append({"name": "credentials", "mountPath": SECRETS_MOUNT, "readOnly": True})
     if settings.metrics_port:
         container["ports"] = [{"name": "metrics", "containerPort": settings.metrics_port}]
     return {
@@ -288,7 +309,7 @@ def statefulset(
                     "enableServiceLinks": False,
                     "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [container],
-                    "volumes": [{"name": "config", "secret": {"secretName": naming.config_secret_name(connector)}}],
+                    "volumes": volumes,
                 },
             },
         },

@@ -1,0 +1,159 @@
+"""A :class:`~sluice.worker.status.StatusReporter` that writes the worker's progress onto its Connector's status.
+
+The worker pod's ServiceAccount may ``patch`` exactly one object: ``connectors/status`` of its own Connector
+(``resourceNames`` in its Role, rendered by ``sluice.operator.builders.role``). Reports are merge patches of the
+fields the worker owns (``state``, ``status``, ``tables``, rows, lag, ``last_error``, ``worker``); conditions and
+``observedGeneration`` belong to the operator, which derives them from these fields on its timer.
+
+``report()`` is called from the replication loop and must never block it or raise: it only stores the latest
+snapshot; a background thread sends it, at most once per ``min_interval`` unless ``state``/``status`` changed (a
+transition is sent at once). If the apiserver is unreachable the latest snapshot is kept and sent when it is back —
+progress reporting never stalls replication.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from sluice.k8s.jsonclient import JsonClient, api_path
+from sluice.worker.status import WorkerStatus
+
+__all__ = ["KubernetesStatusReporter", "status_patch"]
+
+log = logging.getLogger(__name__)
+
+_TABLE_PHASES = {"snapshot": "snapshotting", "copied": "snapshotted"}
+
+
+def status_patch(status: WorkerStatus, *, pod: str | None = None) -> dict[str, Any]:
+    """The Connector ``status`` fragment for a worker report (pure; unit-tested)."""
+    run: dict[str, Any] = {"type": status.status}
+    if status.status == "retry":
+        run["attempt"] = status.retry_attempt
+        run["reason"] = (status.last_error or {}).get("message", "")
+    elif status.status == "failed":
+        run["reason"] = (status.last_error or {}).get("message", "")
+    tables = [
+        {
+            "name": name,
+            "phase": _TABLE_PHASES.get(t.phase, t.phase),
+            "rows_copied": t.rows_copied,
+            "chunks_done": t.chunks_done,
+            "chunks_total": t.chunks_total,
+            **({"error": t.error} if t.error else {}),
+        }
+        for name, t in sorted(status.tables.items())
+    ]
+    out: dict[str, Any] = {
+        "state": status.state,
+        "status": run,
+        "run_id": status.run_id,
+        "tables": tables,
+        "rows_copied": status.rows_copied,
+        "rows_applied": status.rows_applied,
+        "lag_bytes": status.lag_bytes,
+        "lag_seconds": status.lag_seconds,
+        "last_error": _error(status.last_error),
+        "worker_reported_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    if pod:
+        out["worker"] = {"pod": pod}
+    return out
+
+
+def _error(err: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not err:
+        return None
+    out = {
+        "reason": str(err.get("reason") or err.get("error") or "ReplicationFailed"),
+        "message": str(err.get("message", "")),
+    }
+    if err.get("fix"):
+        out["fix"] = str(err["fix"])
+    out["time"] = str(err.get("time") or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return out
+
+
+class KubernetesStatusReporter:
+    """Patch ``connectors/<name>/status`` in ``namespace`` with each report (see module docstring)."""
+
+    def __init__(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        client: JsonClient | None = None,
+        min_interval: float = 2.0,
+        pod: str | None = None,
+    ) -> None:
+        self.namespace = namespace
+        self.name = name
+        self._client = client
+        self._min_interval = min_interval
+        self._pod = pod or os.environ.get("SLUICE_POD_NAME")
+        self._latest: WorkerStatus | None = None
+        self._urgent = False
+        self._last_key: tuple[str, str] | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="k8s-status", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_env(cls) -> KubernetesStatusReporter | None:
+        """The reporter the operator's pod template asks for (``SLUICE_STATUS_REPORTER=kubernetes``), else None."""
+        if os.environ.get("SLUICE_STATUS_REPORTER") != "kubernetes":
+            return None
+        return cls(os.environ["SLUICE_CONNECTOR_NAMESPACE"], os.environ["SLUICE_CONNECTOR_NAME"])
+
+    def report(self, status: WorkerStatus) -> None:
+        with self._lock:
+            self._latest = status
+            key = (status.state, status.status)
+            if key != self._last_key:
+                self._urgent = True
+                self._last_key = key
+        self._wake.set()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Send what is pending, then stop the thread."""
+        self._stopped.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        last_sent = 0.0
+        while True:
+            self._wake.wait(self._min_interval)
+            self._wake.clear()
+            with self._lock:
+                status, urgent = self._latest, self._urgent
+            stopping = self._stopped.is_set()
+            due = urgent or stopping or time.monotonic() - last_sent >= self._min_interval
+            if status is not None and due and self._send(status):
+                last_sent = time.monotonic()
+                with self._lock:
+                    if self._latest is status:
+                        self._latest = None
+                    self._urgent = False
+            if stopping:
+                return
+
+    def _send(self, status: WorkerStatus) -> bool:
+        try:
+            if self._client is None:
+                self._client = JsonClient(timeout=5)
+            self._client.merge_patch(
+                api_path("connectors", self.namespace, self.name, "status"),
+                {"status": status_patch(status, pod=self._pod)},
+            )
+            return True
+        except Exception as exc:  # never into the engine: progress reporting must not stop replication
+            log.warning("cannot write status of connector %s/%s: %s", self.namespace, self.name, exc)
+            return False
