@@ -1,0 +1,79 @@
+"""``sluice worker --config FILE [--status-file FILE]``: run one connector.
+
+Exit codes: 0 when stopped by SIGTERM/SIGINT after flushing (or when a snapshot-only run finished), 2 for an
+invalid spec, 1 for any other failure. The last status line says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import uuid
+from types import FrameType
+
+from sluice.errors import ConfigError, SluiceError
+
+__all__ = ["add_arguments", "run"]
+
+log = logging.getLogger("sluice.worker")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="connector spec (YAML or JSON; a body or a Connector resource)")
+    parser.add_argument("--status-file", default=None, help="append status JSON lines here instead of stdout")
+
+
+def _configure_logging() -> None:
+    try:
+        from sluice import logs
+
+        logs.configure()
+    except Exception:  # pragma: no cover - logging must never stop the worker
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    _configure_logging()
+    from sluice.worker.status import JsonLinesReporter, WorkerStatus
+
+    reporter = JsonLinesReporter(args.status_file)
+    try:
+        from sluice.worker.config import load_connector
+
+        connector = load_connector(args.config)
+    except ConfigError as exc:
+        status = WorkerStatus(connector="", run_id=str(uuid.uuid4()), status="failed", last_error=exc.as_dict())
+        reporter.report(status)
+        print(json.dumps(exc.as_dict()), file=sys.stderr)
+        return 2
+    try:
+        from sluice import logs
+
+        logs.bind_connector(connector.id)
+    except Exception:  # pragma: no cover
+        pass
+    if connector.disabled:
+        reporter.report(WorkerStatus(connector=connector.id, run_id=str(uuid.uuid4()), state="disabled"))
+        return 0
+
+    from sluice.worker.pipeline import Engine
+
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: finishing the current batch, then exiting", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    engine = Engine(connector, reporter, stop)
+    try:
+        return engine.run()
+    except SluiceError as exc:
+        log.error("connector failed: %s (fix: %s)", exc.message, exc.fix)
+        print(json.dumps(exc.as_dict()), file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1

@@ -1,0 +1,718 @@
+"""One connector's run: set-up, snapshot, then the change stream into the sink — exactly once.
+
+Exactly once rests on three rules:
+
+1. The sink commits only at source transaction boundaries, and the commit carries the end LSN of the last source
+   transaction it contains (``sluice.connector_state.applied_lsn``, written in the same sink transaction).
+2. The slot is told "flushed" only for positions already committed in the sink.
+3. On start the stream resumes at max(slot confirmed_flush, sink applied_lsn), and any transaction whose commit
+   LSN is below the stored position is skipped.
+
+Memory is bounded whatever the transaction size: pending changes are applied into the open sink transaction every
+``limits.cdc.max_buffer_rows`` rows (without committing), and transactions that PostgreSQL streams while still in
+progress are spilled to a temporary file until their Stream Commit, then replayed the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import struct
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import psycopg
+import psycopg2
+from psycopg import sql
+
+from sluice.errors import ConfigError, ErrorDetail, ReplicationError, SchemaChangeError, SluiceError, TransientError
+from sluice.models import Connector
+from sluice.worker.config import WorkerSettings, settings_for
+from sluice.worker.lsn import format_lsn
+from sluice.worker.sinks.postgres.apply import TableChanges, apply_table_changes, truncate_tables
+from sluice.worker.sinks.postgres.ddl import SinkTable, ensure_table, ensure_types, sink_columns
+from sluice.worker.sinks.postgres.state import ConnectorState, StateStore
+from sluice.worker.sources.postgres import pgoutput as po
+from sluice.worker.sources.postgres.connection import conninfo_kwargs, pool_size
+from sluice.worker.sources.postgres.preflight import preflight
+from sluice.worker.sources.postgres.publication import ensure_publication, publication_name_for, publication_tables
+from sluice.worker.sources.postgres.slot import create_slot, drop_slot, slot_name_for, slot_position
+from sluice.worker.sources.postgres.snapshot import SnapshotCopier, plan_chunks
+from sluice.worker.sources.postgres.stream import ReplicationStream
+from sluice.worker.sources.postgres.tables import SourceColumn, discover_tables, excluded_columns, load_user_types
+from sluice.worker.status import StatusReporter, TableProgress, WorkerStatus
+
+__all__ = ["Engine"]
+
+log = logging.getLogger(__name__)
+
+_PG_EPOCH = 946_684_800  # 2000-01-01 in Unix seconds
+_LEN = struct.Struct("!I")
+
+#: errors that mean "retry later", not "the spec is wrong"
+_PERMANENT_HINTS = ("authentication failed", "does not exist", "permission denied", "no pg_hba.conf entry")
+
+
+def _classify(exc: BaseException) -> SluiceError:
+    if isinstance(exc, SluiceError):
+        return exc
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if any(h in text for h in _PERMANENT_HINTS):
+        return ConfigError(
+            text, fix="Check the connection's user, password and database, and the server's pg_hba.conf."
+        )
+    if isinstance(exc, psycopg.OperationalError | psycopg2.OperationalError | psycopg2.InterfaceError | OSError):
+        return TransientError(text)
+    if isinstance(exc, psycopg.errors.ObjectInUse):
+        return TransientError(text, fix="Another worker uses this connector's slot; it is retried until it is free.")
+    return ReplicationError(text, fix="See the worker log for the statement that failed.")
+
+
+@dataclass
+class _Spill:
+    """A transaction PostgreSQL streams while it is still in progress, kept on disk until it commits."""
+
+    file: IO[bytes]
+    aborted_subxids: set[int] = field(default_factory=set)
+
+    def write(self, payload: bytes) -> None:
+        self.file.write(_LEN.pack(len(payload)))
+        self.file.write(payload)
+
+    def replay(self) -> Any:
+        self.file.flush()
+        self.file.seek(0)
+        while True:
+            head = self.file.read(4)
+            if len(head) < 4:
+                return
+            (n,) = _LEN.unpack(head)
+            yield self.file.read(n)
+
+
+class Engine:
+    """Runs one connector until it is stopped (``stop`` event), finished (snapshot only) or failed."""
+
+    def __init__(self, connector: Connector, reporter: StatusReporter, stop: threading.Event | None = None) -> None:
+        self.connector = connector
+        self.reporter = reporter
+        self.stop = stop or threading.Event()
+        self.settings: WorkerSettings = settings_for(connector)
+        self.source = connector.source.config
+        self.sink = connector.sink.config
+        rt = self.source.replication_type
+        self.logical = rt.logical_replication
+        app = f"sluice-{connector.id}"[:63]
+        self.src_kw = conninfo_kwargs(self.source.connection, application_name=app)
+        self.snk_kw = conninfo_kwargs(self.sink.connection, application_name=app)
+        self.slot_name = slot_name_for(connector.id)
+        self.publication = (self.logical.publication_name if self.logical else None) or publication_name_for(
+            connector.id
+        )
+        self.state_store = StateStore(connector.id)
+        self.status = WorkerStatus(connector=connector.id, run_id=str(uuid.uuid4()))
+        self._last_report = 0.0
+        self._progress = False
+
+    # ------------------------------------------------------------------ run / retry
+
+    def run(self) -> int:
+        """0 when stopped or finished cleanly; raises the final :class:`SluiceError` otherwise."""
+        window = self.logical.retry_window_seconds if self.logical else 300
+        first_failure: float | None = None
+        attempt = 0
+        while True:
+            try:
+                self._progress = False
+                self._run_once()
+                return 0
+            except BaseException as raw:
+                if isinstance(raw, KeyboardInterrupt | SystemExit):
+                    raise
+                exc = _classify(raw)
+                if self._progress:
+                    first_failure, attempt = None, 0
+                now = time.monotonic()
+                first_failure = first_failure or now
+                self.status.last_error = exc.as_dict()
+                if not exc.retryable or now - first_failure > window or self.stop.is_set():
+                    self.status.status = "failed"
+                    self._report(force=True)
+                    if exc.retryable and not self.stop.is_set():
+                        raise ReplicationError(
+                            f"gave up after {attempt + 1} attempts over {int(now - first_failure)}s "
+                            f"(retry_window_seconds={window}): {exc.message}",
+                            fix="Check that the source and sink are reachable; the connector resumes where it "
+                            "stopped once they are.",
+                        ) from raw
+                    if self.stop.is_set() and exc.retryable:
+                        return 0
+                    raise exc from raw
+                attempt += 1
+                self.status.status = "retry"
+                self.status.retry_attempt = attempt
+                self._report(force=True)
+                delay = min(10.0, 0.5 * (2 ** min(attempt, 5)))
+                log.warning("transient failure (attempt %d, retrying in %.1fs): %s", attempt, delay, exc.message)
+                if self.stop.wait(delay):
+                    return 0
+
+    def _report(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_report >= 1.0:
+            self._last_report = now
+            self.reporter.report(self.status)
+
+    def _set_state(self, state: str, status: str = "start") -> None:
+        self.status.state = state
+        self.status.status = status
+        self._report(force=True)
+
+    # ------------------------------------------------------------------ set-up
+
+    def _connect_sink(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(**self.snk_kw)
+        conn.execute("SET search_path = pg_catalog")
+        conn.commit()
+        return conn
+
+    def _run_once(self) -> None:
+        self._set_state("initialize")
+        with psycopg.connect(**self.src_kw, autocommit=True) as src, self._connect_sink() as snk:
+            self.src = src
+            self.snk = snk
+            self.state_store.ensure(snk)
+            snk.commit()
+            pub_tables = None
+            if self.logical and self.logical.publication_name:
+                pub_tables = publication_tables(src, self.logical.publication_name) or set()
+            tables = discover_tables(
+                src,
+                catalog=self.source.catalog,
+                partitions_as_root=self.source.partitions_as_root,
+                publication_tables=pub_tables,
+            )
+            preflight(
+                src,
+                logical=self.logical is not None,
+                slot_name=self.slot_name,
+                publication_name=self.logical.publication_name if self.logical else None,
+                tables=tables,
+            )
+            if self.logical and not self.logical.publication_name:
+                ensure_publication(
+                    src,
+                    self.publication,
+                    [(t.schema, t.name) for t in tables],
+                    via_root=self.source.partitions_as_root,
+                )
+            oids: set[int] = set()
+            for t in tables:
+                oids |= t.user_type_oids
+            ensure_types(snk, load_user_types(src, oids))
+            self.tables: dict[str, SinkTable] = {}
+            self.by_source: dict[tuple[str, str], SinkTable] = {}
+            for t in tables:
+                st = ensure_table(snk, self.sink.target_schema, t)
+                self._sync_sink_columns(st)
+                self.tables[st.label] = st
+                self.by_source[(t.schema, t.name)] = st
+                self.status.tables.setdefault(st.label, TableProgress())
+            snk.commit()
+            if self.logical is None:
+                self._snapshot_only()
+            else:
+                self._logical()
+
+    def _sync_sink_columns(self, table: SinkTable) -> None:
+        """An existing sink table is described as it really is, so schema differences are seen, not assumed."""
+        existing = sink_columns(self.snk, table.schema, table.name)
+        by_name = {c.name: c for c in table.source.columns}
+        cols = []
+        for name, (type_sql, not_null) in existing.items():
+            src_col = by_name.get(name)
+            if src_col is not None and src_col.type_sql == type_sql:
+                cols.append(src_col)
+            else:
+                cols.append(SourceColumn(name, type_sql, 0, not_null, False, src_col.text_compare if src_col else True))
+        table.columns = cols
+
+    # ------------------------------------------------------------------ snapshot
+
+    def _copier(self, snapshot_name: str | None, upsert: bool) -> SnapshotCopier:
+        parallel = self.source.parallel_snapshots_enabled
+        workers = min(pool_size(self.source.connection, 3), 8) if parallel else 1
+        if parallel and self.source.connection.max_pool_size:
+            workers = max(1, self.source.connection.max_pool_size - 1)
+
+        def on_chunk(chunk: Any, rows: int) -> None:
+            tp = self.status.tables[chunk.table_name]
+            tp.phase = "snapshot"
+            tp.rows_copied += rows
+            tp.chunks_done += 1
+            if tp.chunks_done >= tp.chunks_total:
+                tp.phase = "copied"
+            self.status.rows_copied += rows
+            self._progress = True
+            self._report()
+
+        return SnapshotCopier(
+            source_kwargs=self.src_kw,
+            sink_kwargs=self.snk_kw,
+            tables=self.tables,
+            state=self.state_store,
+            workers=workers,
+            snapshot_name=snapshot_name,
+            upsert=upsert,
+            stop=self.stop,
+            on_chunk=on_chunk,
+        )
+
+    def _start_plan(self, state: ConnectorState) -> list[Any]:
+        """Truncate the sink tables, record the plan and the state, in one sink transaction."""
+        chunks = plan_chunks(
+            self.src,
+            list(self.tables.values()),
+            self.settings.snapshot_max_buffer_rows,
+            self.source.parallel_snapshots_enabled,
+        )
+        truncate_tables(self.snk, list(self.tables.values()))
+        self.state_store.save(self.snk, state)
+        self.state_store.save_plan(self.snk, chunks)
+        self.snk.commit()
+        self._count_chunks(chunks)
+        return chunks
+
+    def _count_chunks(self, chunks: list[Any]) -> None:
+        for label, tp in self.status.tables.items():
+            mine = [c for c in chunks if c.table_name == label]
+            tp.chunks_total = len(mine)
+            tp.chunks_done = sum(1 for c in mine if c.done)
+
+    def _resume_plan(self) -> list[Any] | None:
+        """Unfinished chunks of an interrupted snapshot, or None when it must start over (keyless tables)."""
+        plan = self.state_store.load_plan(self.snk)
+        self._count_chunks(plan)
+        undone = [c for c in plan if not c.done]
+        if any(not self.tables[c.table_name].key for c in undone if c.table_name in self.tables):
+            log.info("interrupted snapshot includes a keyless table: starting the snapshot over")
+            return None
+        if any(c.table_name not in self.tables for c in undone):
+            return None
+        return undone
+
+    def _snapshot_only(self) -> None:
+        state = self.state_store.load(self.snk)
+        self._set_state("snapshot")
+        if state is not None and state.phase == "snapshot" and state.slot_name is None:
+            undone = self._resume_plan()
+            if undone is not None:
+                if not self._copier(None, upsert=True).run(undone):
+                    return
+                self._finish_snapshot_only()
+                return
+        with psycopg.connect(**self.src_kw) as exporter:
+            exporter.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            row = exporter.execute("SELECT pg_export_snapshot()").fetchone()
+            assert row is not None
+            chunks = self._start_plan(ConnectorState("snapshot", None, 0, 0))
+            if not self._copier(row[0], upsert=False).run(chunks):
+                return
+        self._finish_snapshot_only()
+
+    def _finish_snapshot_only(self) -> None:
+        self.state_store.save(self.snk, ConnectorState("complete", None, 0, 0))
+        self.snk.execute("DELETE FROM sluice.snapshot_chunks WHERE connector_id = %s", (self.connector.id,))
+        self.snk.commit()
+        self._set_state("complete", "complete")
+
+    # ------------------------------------------------------------------ logical replication
+
+    def _logical(self) -> None:
+        assert self.logical is not None
+        state = self.state_store.load(self.snk)
+        exists, confirmed, active = slot_position(self.src, self.slot_name)
+        if active:
+            raise TransientError(f"replication slot {self.slot_name} is in use by another process")
+        if state is not None and state.phase == "streaming" and not exists:
+            raise ReplicationError(
+                f"replication slot {self.slot_name} is gone, so changes made since position "
+                f"{format_lsn(state.applied_lsn)} cannot be read any more",
+                fix="Re-initialize the connector (a new snapshot), e.g. delete its row in sluice.connector_state "
+                "in the sink and restart.",
+            )
+        resumable = state is not None and exists and state.phase in ("snapshot", "streaming")
+        if resumable and state is not None and state.phase == "snapshot":
+            undone = self._resume_plan()
+            if undone is None:
+                resumable = False
+            else:
+                self._set_state("snapshot")
+                if not self._copier(None, upsert=True).run(undone):
+                    return
+                state.phase = "streaming"
+                self.state_store.save(self.snk, state)
+                self.snk.commit()
+        if not resumable:
+            if exists:
+                drop_slot(self.src, self.slot_name)
+            created = create_slot(self.src_kw, self.slot_name)
+            try:
+                cp = created.consistent_point
+                if self.logical.skip_snapshots:
+                    state = ConnectorState("streaming", self.slot_name, cp, cp)
+                    self.state_store.save(self.snk, state)
+                    self.state_store.save_plan(self.snk, [])
+                    self.snk.commit()
+                else:
+                    self._set_state("snapshot")
+                    chunks = self._start_plan(ConnectorState("snapshot", self.slot_name, cp, cp))
+                    if not self._copier(created.snapshot_name, upsert=False).run(chunks):
+                        return
+                    state = ConnectorState("streaming", self.slot_name, cp, cp)
+                    self.state_store.save(self.snk, state)
+                    self.snk.commit()
+            finally:
+                created.release()
+            confirmed = 0
+        assert state is not None
+        self._stream(max(state.applied_lsn, confirmed))
+
+    # ------------------------------------------------------------------ streaming
+
+    def _stream(self, start_lsn: int) -> None:
+        version = int(self.src.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+        self.applied_lsn = start_lsn
+        self.status.applied_lsn = format_lsn(start_lsn)
+        for tp in self.status.tables.values():
+            tp.phase = "streaming"
+        self._set_state("realtime")
+        stream = ReplicationStream(
+            self.src_kw,
+            slot=self.slot_name,
+            publication=self.publication,
+            start_lsn=start_lsn,
+            streaming=version >= 140000,
+        )
+        self._decoder = po.PgOutputDecoder()
+        self._pending: dict[int, TableChanges] = {}
+        self._pending_rows = 0  # in memory, not yet applied to the sink
+        self._uncommitted = False  # applied to the open sink transaction, not yet committed
+        self._batch_end = 0  # end LSN of the last whole source transaction in the open batch
+        self._batch_commit_ts = 0
+        self._batch_started = 0.0
+        self._in_tx = False
+        self._skip_tx = False
+        self._spills: dict[int, _Spill] = {}
+        self._stream_xid: int | None = None
+        self._type_cache: dict[tuple[int, int], str] = {}
+        interval = self.settings.cdc_flush_interval_ms / 1000.0
+        last_feedback = time.monotonic()
+        last_lag = 0.0
+        try:
+            while True:
+                if self.stop.is_set() and not self._in_tx and self._stream_xid is None:
+                    self._commit_batch(stream)
+                    break
+                if self.stop.is_set() and self._in_tx:
+                    # Whole transactions only: drop the partial one; it is sent again after the restart.
+                    self.snk.rollback()
+                    break
+                msg = stream.read()
+                now = time.monotonic()
+                if msg is None:
+                    if self._batch_end and not self._in_tx:
+                        self._commit_batch(stream)
+                    elif not self._in_tx and not self._spills and not self._pending_rows and not self._uncommitted:
+                        # Idle: everything sent so far is applied, so the slot may move past WAL without our
+                        # changes instead of retaining it forever.
+                        end = stream.wal_end
+                        if end > stream.flushed and end >= self.applied_lsn:
+                            stream.confirm(end)
+                    if now - last_feedback > 5:
+                        stream.confirm(stream.flushed)
+                        last_feedback = now
+                    if now - last_lag > 5:
+                        self._update_lag()
+                        last_lag = now
+                    self._report()
+                    timeout = 1.0
+                    if self._batch_end:
+                        timeout = max(0.0, interval - (now - self._batch_started))
+                    stream.wait(min(timeout, 1.0))
+                    continue
+                self._handle(bytes(msg.payload), stream)
+                if (
+                    self._batch_end
+                    and not self._in_tx
+                    and (
+                        self._pending_rows >= self.settings.cdc_max_buffer_rows or now - self._batch_started >= interval
+                    )
+                ):
+                    self._commit_batch(stream)
+        finally:
+            for spill in self._spills.values():
+                spill.file.close()
+            stream.close()
+        self._set_state("shutdown", "complete")
+
+    def _update_lag(self) -> None:
+        with contextlib.suppress(psycopg.Error):
+            row = self.src.execute("SELECT pg_current_wal_lsn() - %s::pg_lsn", (format_lsn(self.applied_lsn),))
+            r = row.fetchone()
+            if r is not None:
+                self.status.lag_bytes = max(0, int(r[0]))
+        if not self._batch_end and not self._in_tx:
+            self.status.lag_seconds = 0.0
+
+    def _handle(self, payload: bytes, stream: ReplicationStream) -> None:
+        dec = self._decoder
+        if dec.in_stream and payload[:1] not in (b"E", b"S"):
+            # Part of an in-progress transaction: to disk until its Stream Commit (relations decoded now too).
+            if payload[:1] in (b"R", b"Y"):
+                dec.decode(payload)
+            assert self._stream_xid is not None
+            self._spills[self._stream_xid].write(payload)
+            return
+        msg = dec.decode(payload)
+        if isinstance(msg, po.StreamStart):
+            self._stream_xid = msg.xid
+            if msg.xid not in self._spills:
+                self._spills[msg.xid] = _Spill(tempfile.TemporaryFile(prefix="sluice-tx-"))  # noqa: SIM115
+        elif isinstance(msg, po.StreamStop):
+            self._stream_xid = None
+        elif isinstance(msg, po.StreamAbort):
+            spill = self._spills.get(msg.xid)
+            if spill is not None:
+                if msg.xid == msg.subxid:
+                    spill.file.close()
+                    del self._spills[msg.xid]
+                else:
+                    spill.aborted_subxids.add(msg.subxid)
+        elif isinstance(msg, po.StreamCommit):
+            spill = self._spills.pop(msg.xid, None)
+            if spill is None:
+                return
+            try:
+                self._begin(msg.commit_lsn)
+                replay = po.PgOutputDecoder(in_stream=True, relations=dec.relations)
+                for raw in spill.replay():
+                    change = replay.decode(raw)
+                    if getattr(change, "xid", None) in spill.aborted_subxids:
+                        continue
+                    self._change(change, stream)
+                self._end(msg.end_lsn, msg.commit_ts)
+            finally:
+                spill.file.close()
+        elif isinstance(msg, po.Begin):
+            self._begin(msg.final_lsn)
+        elif isinstance(msg, po.Commit):
+            self._end(msg.end_lsn, msg.commit_ts)
+        else:
+            self._change(msg, stream)
+
+    def _begin(self, commit_lsn: int) -> None:
+        self._in_tx = True
+        # Already in the sink: a transaction whose commit record lies before the stored position.
+        self._skip_tx = commit_lsn < self.applied_lsn
+
+    def _end(self, end_lsn: int, commit_ts: int) -> None:
+        self._in_tx = False
+        if self._skip_tx:
+            self._skip_tx = False
+            return
+        if not self._batch_end:
+            self._batch_started = time.monotonic()
+        self._batch_end = end_lsn
+        self._batch_commit_ts = commit_ts
+
+    def _change(self, msg: po.Message, stream: ReplicationStream) -> None:
+        if isinstance(msg, po.Relation):
+            self._on_relation(msg)
+            return
+        if self._skip_tx or isinstance(msg, po.TypeMessage | po.Origin | po.LogicalMessage):
+            return
+        if isinstance(msg, po.Truncate):
+            targets = []
+            for oid in msg.relation_oids:
+                tc = self._pending.get(oid)
+                if tc is not None:
+                    self._apply(tc)
+                rel = self._decoder.relations.get(oid)
+                table = self.by_source.get((rel.namespace, rel.name)) if rel else None
+                if table is not None:
+                    targets.append(table)
+            truncate_tables(self.snk, targets)
+            self._uncommitted = True
+            return
+        tc = self._pending.get(msg.relation_oid)  # type: ignore[union-attr]
+        if tc is None:
+            tc = self._table_changes(msg.relation_oid)  # type: ignore[union-attr]
+            if tc is None:
+                return
+        if isinstance(msg, po.Insert):
+            tc.insert(msg.new)
+        elif isinstance(msg, po.Update):
+            tc.update(msg.old, msg.new)
+        elif isinstance(msg, po.Delete):
+            tc.delete(msg.old)
+        self._pending_rows += 1
+        if self._pending_rows >= self.settings.cdc_max_buffer_rows:
+            # Bounded memory: apply into the open sink transaction; it commits at a source commit.
+            for pending in self._pending.values():
+                self._apply(pending)
+
+    def _apply(self, tc: TableChanges) -> None:
+        n = len(tc)
+        if not n:
+            return
+        apply_table_changes(self.snk, tc)
+        self._pending_rows -= n
+        self._uncommitted = True
+        self.status.rows_applied += n
+        tp = self.status.tables.get(tc.table.label)
+        if tp is not None:
+            tp.rows_applied += n
+
+    def _table_changes(self, oid: int) -> TableChanges | None:
+        rel = self._decoder.relations.get(oid)
+        if rel is None:
+            raise ReplicationError(f"change for unknown relation oid {oid} (no Relation message seen)")
+        table = self.by_source.get((rel.namespace, rel.name))
+        if table is None:
+            return None
+        names = [c.name for c in rel.columns]
+        sink_names = table.column_names
+        positions = None if names == sink_names else [names.index(n) for n in sink_names]
+        tc = TableChanges(table=table, positions=positions)
+        self._pending[oid] = tc
+        return tc
+
+    def _commit_batch(self, stream: ReplicationStream) -> None:
+        if not self._batch_end:
+            return
+        for tc in self._pending.values():
+            self._apply(tc)
+        end = self._batch_end
+        self.state_store.set_applied(self.snk, end)
+        self.snk.commit()
+        self._uncommitted = False
+        self.applied_lsn = end
+        self.status.applied_lsn = format_lsn(end)
+        self.status.lag_seconds = max(0.0, time.time() - (_PG_EPOCH + self._batch_commit_ts / 1_000_000))
+        self._batch_end = 0
+        self._progress = True
+        stream.confirm(end)
+        self._report()
+
+    # ------------------------------------------------------------------ schema changes
+
+    def _source_type(self, oid: int, typmod: int) -> str:
+        key = (oid, typmod)
+        if key not in self._type_cache:
+            row = self.src.execute("SELECT format_type(%s, %s)", (oid, typmod if typmod != -1 else None)).fetchone()
+            self._type_cache[key] = str(row[0]) if row else "unknown"
+        return self._type_cache[key]
+
+    def _on_relation(self, rel: po.Relation) -> None:
+        table = self.by_source.get((rel.namespace, rel.name))
+        if table is None:
+            return
+        excluded = excluded_columns(self.source.catalog, rel.namespace, rel.name)
+        wanted = [c for c in rel.columns if c.name not in excluded]
+        have = {c.name: c for c in table.columns}
+        not_null = dict(
+            self.src.execute(
+                "SELECT a.attname, a.attnotnull FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s "
+                "AND a.attnum > 0 AND NOT a.attisdropped",
+                (rel.namespace, rel.name),
+            ).fetchall()
+        )
+        changes: list[tuple[str, str, sql.Composable]] = []  # (kind, description, DDL)
+        t = table.ident
+        new_cols: list[SourceColumn] = []
+        for c in wanted:
+            type_sql = self._source_type(c.type_oid, c.type_modifier)
+            nn = bool(not_null.get(c.name, False))
+            ident = sql.Identifier(c.name)
+            old = have.get(c.name)
+            if old is None:
+                changes.append(
+                    (
+                        "Add",
+                        f"column {c.name} {type_sql} added",
+                        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(t, ident, sql.SQL(type_sql)),
+                    )
+                )
+                new_cols.append(SourceColumn(c.name, type_sql, c.type_oid, False, False, True))
+                continue
+            col = old
+            if old.type_sql != type_sql:
+                changes.append(
+                    (
+                        "Datatype",
+                        f"column {c.name} type {old.type_sql} -> {type_sql}",
+                        sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}::{}").format(
+                            t, ident, sql.SQL(type_sql), ident, sql.SQL(type_sql)
+                        ),
+                    )
+                )
+                col = SourceColumn(c.name, type_sql, c.type_oid, old.not_null, False, old.text_compare)
+            if nn != old.not_null and c.name not in table.key:
+                changes.append(
+                    (
+                        "Nullability",
+                        f"column {c.name} {'NOT NULL' if nn else 'NULL'} (was {'NOT NULL' if old.not_null else 'NULL'})",
+                        sql.SQL("ALTER TABLE {} ALTER COLUMN {} {} NOT NULL").format(
+                            t, ident, sql.SQL("SET" if nn else "DROP")
+                        ),
+                    )
+                )
+                col = SourceColumn(col.name, col.type_sql, col.type_oid, nn, col.binary_safe, col.text_compare)
+            new_cols.append(col)
+        wanted_names = {c.name for c in wanted}
+        for name in have:
+            if name not in wanted_names:
+                changes.append(
+                    (
+                        "Drop",
+                        f"column {name} dropped",
+                        sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}").format(t, sql.Identifier(name)),
+                    )
+                )
+        # Changes pending under the old shape go first.
+        tc = self._pending.pop(rel.oid, None)
+        if tc is not None:
+            self._apply(tc)
+        if changes:
+            strategy = self.sink.migration_strategy
+            allowed = (
+                set()
+                if strategy is None or strategy.disable_all
+                else {str(getattr(k, "value", k)) for k in strategy.allowed}
+            )
+            refused = [c for c in changes if c[0] not in allowed]
+            if refused:
+                what = "; ".join(c[1] for c in refused)
+                kinds = sorted({c[0] for c in refused})
+                err = SchemaChangeError(
+                    f"source table {rel.namespace}.{rel.name} changed: {what}; migration_strategy does not allow "
+                    f"{', '.join(kinds)}",
+                    fix=f"Add {', '.join(kinds)} to sink.postgres.migration_strategy.allowed (and make sure "
+                    f"disable_all is false), or change sink table {table.label} by hand to match, then restart "
+                    "the connector; nothing after the last applied transaction is lost.",
+                    details=[ErrorDetail(["sink", "postgres", "migration_strategy", "allowed"], what)],
+                )
+                self.status.tables[table.label].phase = "failed"
+                self.status.tables[table.label].error = err.message
+                raise err
+            for _kind, desc, ddl in changes:
+                log.info("applying schema change to %s: %s", table.label, desc)
+                self.snk.execute(ddl)
+            self._uncommitted = True
+            table.columns = new_cols

@@ -1,0 +1,1 @@
+"""PostgreSQL sink: faithful DDL, set-based apply, and the position stored in the same transaction."""

@@ -1,0 +1,285 @@
+"""Set-based apply of change batches: text COPY into a temp staging table, then one merge per table.
+
+Per batch (whole source transactions, or a chunk of one huge transaction inside one sink transaction):
+
+- keyed tables: changes are folded per key in commit order, so the staging table holds one row per key, the last
+  state, with ``_op`` 'U' (upsert) or 'D' (delete). An update whose key changed becomes a delete of the old key and
+  an upsert of the new one. Unchanged-TOAST values ('u' in pgoutput) are filled from an earlier change of the same
+  key in the batch when there is one; otherwise a per-column mask (``_u``, '1' = unchanged) makes the merge keep the
+  sink's value. Merge = ``DELETE ... USING`` + ``INSERT ... ON CONFLICT DO UPDATE`` + masked ``UPDATE ... FROM``.
+- keyless tables (replica identity FULL, no primary key): there is no key to fold on, so changes are applied in
+  order: runs of inserts as one COPY, each update/delete touching exactly one row that matches all old values
+  (``ctid = (SELECT ctid ... LIMIT 1)``), which keeps duplicate rows' multiplicity right.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from sluice.worker.sinks.postgres.ddl import SinkTable
+from sluice.worker.sources.postgres.pgoutput import UNCHANGED, TupleValue
+
+__all__ = ["TableChanges", "apply_table_changes", "encode_copy_row", "truncate_tables"]
+
+_NEEDS_ESCAPE = re.compile(rb"[\\\t\n\r]").search
+_NULL = b"\\N"
+
+Row = tuple[TupleValue, ...]
+
+
+def _escape(v: bytes) -> bytes:
+    return v.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+
+
+def encode_copy_row(values: Row) -> bytes:
+    """One line of text COPY (no newline); NULL and unchanged-TOAST both become ``\\N``."""
+    out = []
+    for v in values:
+        if v.__class__ is bytes:
+            out.append(_escape(v) if _NEEDS_ESCAPE(v) else v)  # type: ignore[arg-type]
+        else:
+            out.append(_NULL)
+    return b"\t".join(out)  # type: ignore[arg-type]
+
+
+@dataclass
+class TableChanges:
+    """Pending changes of one table, in sink column order."""
+
+    table: SinkTable
+    #: relation tuple position of each sink column (None = identity mapping)
+    positions: list[int] | None = None
+    keyed: dict[Any, tuple[bytes, Row]] = field(default_factory=dict)
+    keyless: list[tuple[str, Row | None, Row | None]] = field(default_factory=list)
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        names = self.table.column_names
+        self.key_pos = [names.index(k) for k in self.table.key]
+
+    def _map(self, values: Row) -> Row:
+        pos = self.positions
+        return values if pos is None else tuple(values[i] for i in pos)
+
+    def _key(self, row: Row) -> Any:
+        kp = self.key_pos
+        return row[kp[0]] if len(kp) == 1 else tuple(row[i] for i in kp)
+
+    def insert(self, new: Row) -> None:
+        row = self._map(new)
+        self.count += 1
+        if self.key_pos:
+            self.keyed[self._key(row)] = (b"U", row)
+        else:
+            self.keyless.append(("I", None, row))
+
+    def update(self, old: Row | None, new: Row) -> None:
+        row = self._map(new)
+        self.count += 1
+        if not self.key_pos:
+            self.keyless.append(("U", self._map(old) if old is not None else None, row))
+            return
+        key = self._key(row)
+        if UNCHANGED in row:
+            prior = self.keyed.get(key)
+            if prior is not None and prior[0] == b"U":
+                prev = prior[1]
+                row = tuple(prev[i] if v is UNCHANGED else v for i, v in enumerate(row))
+        if old is not None:
+            old_key = self._key(self._map(old))
+            if old_key != key:
+                self.keyed[old_key] = (b"D", self._map(old))
+        self.keyed[key] = (b"U", row)
+
+    def delete(self, old: Row) -> None:
+        row = self._map(old)
+        self.count += 1
+        if self.key_pos:
+            self.keyed[self._key(row)] = (b"D", row)
+        else:
+            self.keyless.append(("D", row, None))
+
+    def __len__(self) -> int:
+        return self.count
+
+
+class _Statements:
+    """SQL for one sink table, built once."""
+
+    def __init__(self, table: SinkTable, stage: str) -> None:
+        cols = table.column_names
+        self.stage = sql.Identifier(stage)
+        t = table.ident
+        ident = sql.Identifier
+        col_list = sql.SQL(", ").join(map(ident, cols))
+        self.create_stage = sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {s} AS SELECT {c} FROM {t} WITH NO DATA; "
+            "ALTER TABLE {s} ADD COLUMN IF NOT EXISTS _op text, ADD COLUMN IF NOT EXISTS _u text"
+        ).format(s=self.stage, c=col_list, t=t)
+        self.copy_stage = sql.SQL("COPY {s} ({c}, _op, _u) FROM STDIN").format(s=self.stage, c=col_list)
+        self.truncate_stage = sql.SQL("TRUNCATE {}").format(self.stage)
+        key_match = sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=ident(k)) for k in table.key)
+        self.delete = sql.SQL("DELETE FROM {t} t USING {s} s WHERE s._op = 'D' AND {m}").format(
+            t=t, s=self.stage, m=key_match
+        )
+        non_key = [c for c in cols if c not in table.key]
+        conflict = sql.SQL(", ").join(map(ident, table.key))
+        if non_key:
+            action = sql.SQL("DO UPDATE SET {}").format(
+                sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=ident(c)) for c in non_key)
+            )
+        else:
+            action = sql.SQL("DO NOTHING")
+        self.upsert = sql.SQL(
+            "INSERT INTO {t} ({c}) SELECT {c} FROM {s} WHERE _op = 'U' AND _u IS NULL ON CONFLICT ({k}) {a}"
+        ).format(t=t, c=col_list, s=self.stage, k=conflict, a=action)
+        sets = [
+            sql.SQL("{c} = CASE WHEN substr(s._u, {i}, 1) = '1' THEN t.{c} ELSE s.{c} END").format(
+                c=ident(c), i=sql.Literal(cols.index(c) + 1)
+            )
+            for c in non_key
+        ]
+        self.masked_update = (
+            sql.SQL("UPDATE {t} t SET {sets} FROM {s} s WHERE s._op = 'U' AND s._u IS NOT NULL AND {m}").format(
+                t=t, sets=sql.SQL(", ").join(sets), s=self.stage, m=key_match
+            )
+            if sets
+            else None
+        )
+        self.copy_target = sql.SQL("COPY {t} ({c}) FROM STDIN").format(t=t, c=col_list)
+
+
+_STATEMENTS: dict[tuple[int, str, str, tuple[str, ...], tuple[str, ...]], _Statements] = {}
+
+
+def _statements(table: SinkTable) -> _Statements:
+    cache_key = (id(table), table.schema, table.name, tuple(table.column_names), tuple(table.key))
+    st = _STATEMENTS.get(cache_key)
+    if st is None:
+        st = _Statements(table, f"sluice_stage_{len(_STATEMENTS)}")
+        _STATEMENTS[cache_key] = st
+    return st
+
+
+_FLUSH_BYTES = 1 << 20
+
+
+def apply_table_changes(conn: psycopg.Connection[Any], changes: TableChanges) -> int:
+    """Apply pending changes of one table inside the caller's open transaction; returns rows affected."""
+    if changes.count == 0:
+        return 0
+    table = changes.table
+    st = _statements(table)
+    if not changes.key_pos:
+        return _apply_keyless(conn, changes, st)
+    conn.execute(st.create_stage)
+    has_delete = False
+    has_masked = False
+    with conn.cursor().copy(st.copy_stage) as copy:
+        buf: list[bytes] = []
+        size = 0
+        for op, row in changes.keyed.values():
+            if op == b"D":
+                has_delete = True
+                line = encode_copy_row(row) + b"\tD\t\\N\n"
+            elif UNCHANGED in row:
+                has_masked = True
+                mask = b"".join(b"1" if v is UNCHANGED else b"0" for v in row)
+                line = encode_copy_row(row) + b"\tU\t" + mask + b"\n"
+            else:
+                line = encode_copy_row(row) + b"\tU\t\\N\n"
+            buf.append(line)
+            size += len(line)
+            if size >= _FLUSH_BYTES:
+                copy.write(b"".join(buf))
+                buf.clear()
+                size = 0
+        if buf:
+            copy.write(b"".join(buf))
+    if has_delete:
+        conn.execute(st.delete)
+    conn.execute(st.upsert)
+    if has_masked and st.masked_update is not None:
+        conn.execute(st.masked_update)
+    conn.execute(st.truncate_stage)
+    n = changes.count
+    changes.keyed.clear()
+    changes.count = 0
+    return n
+
+
+def _match_clause(table: SinkTable, row: Row) -> tuple[sql.Composable, list[Any]]:
+    parts: list[sql.Composable] = []
+    params: list[Any] = []
+    for col, v in zip(table.columns, row, strict=True):
+        if v is UNCHANGED:
+            continue
+        c = sql.Identifier(col.name)
+        if v is None:
+            parts.append(sql.SQL("{} IS NULL").format(c))
+        elif col.text_compare:
+            parts.append(sql.SQL("{}::text = (%s::{})::text").format(c, sql.SQL(col.type_sql)))
+            params.append(bytes(v).decode())  # type: ignore[arg-type]
+        else:
+            parts.append(sql.SQL("{} = %s::{}").format(c, sql.SQL(col.type_sql)))
+            params.append(bytes(v).decode())  # type: ignore[arg-type]
+    return sql.SQL(" AND ").join(parts) if parts else sql.SQL("true"), params
+
+
+def _apply_keyless(conn: psycopg.Connection[Any], changes: TableChanges, st: _Statements) -> int:
+    table = changes.table
+    ops = changes.keyless
+    i = 0
+    n = 0
+    with conn.cursor() as cur:
+        while i < len(ops):
+            op, old, new = ops[i]
+            if op == "I":
+                with cur.copy(st.copy_target) as copy:
+                    while i < len(ops) and ops[i][0] == "I":
+                        row = ops[i][2]
+                        assert row is not None
+                        copy.write(encode_copy_row(row) + b"\n")
+                        i += 1
+                        n += 1
+                continue
+            i += 1
+            n += 1
+            if old is None:
+                continue  # no old image (replica identity default without a key): nothing to match on
+            where, params = _match_clause(table, old)
+            if op == "D":
+                cur.execute(
+                    sql.SQL("DELETE FROM {t} WHERE ctid = (SELECT ctid FROM {t} WHERE {w} LIMIT 1)").format(
+                        t=table.ident, w=where
+                    ),
+                    params,
+                )
+            else:
+                assert new is not None
+                sets = []
+                set_params: list[Any] = []
+                for col, v in zip(table.columns, new, strict=True):
+                    if v is UNCHANGED:
+                        continue
+                    sets.append(sql.SQL("{} = %s::{}").format(sql.Identifier(col.name), sql.SQL(col.type_sql)))
+                    set_params.append(None if v is None else bytes(v).decode())  # type: ignore[arg-type]
+                cur.execute(
+                    sql.SQL("UPDATE {t} SET {s} WHERE ctid = (SELECT ctid FROM {t} WHERE {w} LIMIT 1)").format(
+                        t=table.ident, s=sql.SQL(", ").join(sets), w=where
+                    ),
+                    set_params + params,
+                )
+    ops.clear()
+    changes.count = 0
+    return n
+
+
+def truncate_tables(conn: psycopg.Connection[Any], tables: list[SinkTable]) -> None:
+    if tables:
+        conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(t.ident for t in tables)))

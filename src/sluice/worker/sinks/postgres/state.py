@@ -1,0 +1,131 @@
+"""The connector's position and snapshot progress, kept in the sink itself.
+
+Keeping them in the sink is what makes apply exactly-once: a batch of changes and the position it reached commit
+in one transaction, so after any crash the sink says precisely which source transactions it already holds.
+
+``sluice.connector_state``: one row per connector (phase, slot, the snapshot's consistent point, the applied LSN).
+``sluice.snapshot_chunks``: the snapshot plan (one row per chunk of each table) and which chunks are done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from sluice.worker.lsn import format_lsn, parse_lsn
+
+__all__ = ["Chunk", "ConnectorState", "StateStore"]
+
+_DDL = [
+    "CREATE SCHEMA IF NOT EXISTS sluice",
+    """CREATE TABLE IF NOT EXISTS sluice.connector_state (
+        connector_id text PRIMARY KEY,
+        phase text NOT NULL,
+        slot_name text,
+        start_lsn pg_lsn,
+        applied_lsn pg_lsn,
+        updated_at timestamptz NOT NULL DEFAULT now())""",
+    """CREATE TABLE IF NOT EXISTS sluice.snapshot_chunks (
+        connector_id text NOT NULL,
+        table_name text NOT NULL,
+        chunk_no int NOT NULL,
+        source_table text NOT NULL,
+        lo_page bigint NOT NULL,
+        hi_page bigint,
+        done boolean NOT NULL DEFAULT false,
+        rows bigint,
+        PRIMARY KEY (connector_id, table_name, chunk_no))""",
+]
+
+
+@dataclass
+class ConnectorState:
+    phase: str  # 'snapshot' (copying), 'streaming', 'complete' (snapshot-only run finished)
+    slot_name: str | None
+    start_lsn: int
+    applied_lsn: int
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A CTID page range ``[lo_page, hi_page)`` of one source relation (``hi_page`` None = to the end)."""
+
+    table_name: str  # sink label schema.name
+    chunk_no: int
+    source_table: str  # schema.name of the relation to read (a leaf when a root is replicated)
+    lo_page: int
+    hi_page: int | None
+    done: bool = False
+
+
+class StateStore:
+    def __init__(self, connector_id: str) -> None:
+        self.connector_id = connector_id
+
+    def ensure(self, conn: psycopg.Connection[Any]) -> None:
+        for stmt in _DDL:
+            conn.execute(stmt)
+
+    def load(self, conn: psycopg.Connection[Any]) -> ConnectorState | None:
+        row = conn.execute(
+            "SELECT phase, slot_name, start_lsn::text, applied_lsn::text FROM sluice.connector_state "
+            "WHERE connector_id = %s",
+            (self.connector_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return ConnectorState(
+            phase=row[0], slot_name=row[1], start_lsn=parse_lsn(row[2]), applied_lsn=parse_lsn(row[3])
+        )
+
+    def save(self, conn: psycopg.Connection[Any], state: ConnectorState) -> None:
+        conn.execute(
+            "INSERT INTO sluice.connector_state (connector_id, phase, slot_name, start_lsn, applied_lsn) "
+            "VALUES (%s, %s, %s, %s::pg_lsn, %s::pg_lsn) ON CONFLICT (connector_id) DO UPDATE SET "
+            "phase = EXCLUDED.phase, slot_name = EXCLUDED.slot_name, start_lsn = EXCLUDED.start_lsn, "
+            "applied_lsn = EXCLUDED.applied_lsn, updated_at = now()",
+            (
+                self.connector_id,
+                state.phase,
+                state.slot_name,
+                format_lsn(state.start_lsn),
+                format_lsn(state.applied_lsn),
+            ),
+        )
+
+    def set_applied(self, conn: psycopg.Connection[Any], lsn: int) -> None:
+        """The position write that commits with each applied batch."""
+        conn.execute(
+            "UPDATE sluice.connector_state SET applied_lsn = %s::pg_lsn, updated_at = now() WHERE connector_id = %s",
+            (format_lsn(lsn), self.connector_id),
+        )
+
+    def clear(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute("DELETE FROM sluice.snapshot_chunks WHERE connector_id = %s", (self.connector_id,))
+        conn.execute("DELETE FROM sluice.connector_state WHERE connector_id = %s", (self.connector_id,))
+
+    def save_plan(self, conn: psycopg.Connection[Any], chunks: list[Chunk]) -> None:
+        conn.execute("DELETE FROM sluice.snapshot_chunks WHERE connector_id = %s", (self.connector_id,))
+        with conn.cursor().copy(
+            "COPY sluice.snapshot_chunks (connector_id, table_name, chunk_no, source_table, lo_page, hi_page) "
+            "FROM STDIN"
+        ) as copy:
+            for c in chunks:
+                copy.write_row((self.connector_id, c.table_name, c.chunk_no, c.source_table, c.lo_page, c.hi_page))
+
+    def load_plan(self, conn: psycopg.Connection[Any]) -> list[Chunk]:
+        rows = conn.execute(
+            "SELECT table_name, chunk_no, source_table, lo_page, hi_page, done FROM sluice.snapshot_chunks "
+            "WHERE connector_id = %s ORDER BY table_name, chunk_no",
+            (self.connector_id,),
+        ).fetchall()
+        return [Chunk(*r) for r in rows]
+
+    def mark_done(self, conn: psycopg.Connection[Any], chunk: Chunk, rows: int) -> None:
+        conn.execute(
+            "UPDATE sluice.snapshot_chunks SET done = true, rows = %s WHERE connector_id = %s AND table_name = %s "
+            "AND chunk_no = %s",
+            (rows, self.connector_id, chunk.table_name, chunk.chunk_no),
+        )

@@ -1,0 +1,1 @@
+"""PostgreSQL source: connection, preflight, publication, slot, snapshot and the pgoutput stream."""
