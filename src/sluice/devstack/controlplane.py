@@ -275,6 +275,18 @@ class ControlPlane:
             "--allow-privileged=true",
             "--profiling=false",
         ]
+        # The aggregation layer's request-header authentication, with a CA of its own (a certificate from it
+        # lets its holder assert any user name). Without it the controller-manager and the scheduler, which
+        # delegate authentication of their own endpoints to the apiserver, complain about a missing CA bundle.
+        apiserver_args += [
+            f"--requestheader-client-ca-file={self.pki_dir / 'front-proxy' / 'ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki['front-proxy-client'][0]}",
+            f"--proxy-client-key-file={pki['front-proxy-client'][1]}",
+        ]
         if self._static_users:
             apiserver_args.append(f"--token-auth-file={self._write_token_file()}")
         apiserver_args += self._extra_apiserver_args
@@ -343,6 +355,9 @@ class ControlPlane:
             pair = ca.serving(name, dns_names=("localhost",), ip_addresses=("127.0.0.1",))
             out[name] = (pair.cert_path, pair.key_path)
         ca.new_signing_key("service-account")
+        front_proxy = CertificateAuthority(self.pki_dir / "front-proxy", common_name="sluice-front-proxy-ca")
+        proxy_client = front_proxy.client("front-proxy-client", "front-proxy-client")
+        out["front-proxy-client"] = (proxy_client.cert_path, proxy_client.key_path)
         # Client identities: the bootstrap RBAC policy already binds these user names to their roles.
         for file_name, user, groups in (
             ("admin", "sluice-admin", ("system:masters",)),
