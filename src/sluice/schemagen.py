@@ -537,35 +537,32 @@ def _app_factory() -> Callable[[], Any] | None:
 
 
 def build_openapi() -> dict[str, Any]:
-    """The REST API's OpenAPI document: the FastAPI app's paths when it exists, always the models' schemas."""
-    schemas = component_schemas()
+    """The REST API's OpenAPI document.
+
+    When the FastAPI app exists (``sluice.api.app:create_app``) its own document is the truth: it describes the
+    routes as they are served, with component schemas generated from these same models. Until then the document
+    is built here from the models and the endpoint table of the reference API, so clients and fuzzers have one.
+    """
     factory = _app_factory()
-    if factory is None:
-        log.info("sluice.api.app not found: the OpenAPI paths come from schemagen's own table")
-        doc: dict[str, Any] = {
-            "openapi": "3.1.0",
-            "info": {
-                "title": "Sluice API",
-                "version": "v1",
-                "description": "Create and manage Sluice connectors (stored as Connector resources in Kubernetes).",
+    if factory is not None:
+        return dict(factory().openapi())
+    log.info("sluice.api.app not found: the OpenAPI paths come from schemagen's own table")
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Sluice API",
+            "version": "v1",
+            "description": "Create and manage Sluice connectors (stored as Connector resources in Kubernetes).",
+        },
+        "paths": _paths(),
+        "components": {
+            "schemas": component_schemas(),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "A Kubernetes bearer token."}
             },
-            "paths": _paths(),
-            "components": {},
-        }
-    else:
-        doc = dict(factory().openapi())
-    components = dict(doc.get("components") or {})
-    merged = dict(components.get("schemas") or {})
-    for name, schema in schemas.items():
-        merged.setdefault(name, schema)
-    components["schemas"] = {name: merged[name] for name in sorted(merged)}
-    if "securitySchemes" not in components:
-        components["securitySchemes"] = {
-            "bearer": {"type": "http", "scheme": "bearer", "description": "A Kubernetes bearer token."}
-        }
-    doc["components"] = components
-    doc.setdefault("security", [{"bearer": []}])
-    return doc
+        },
+        "security": [{"bearer": []}],
+    }
 
 
 # --- files and CLI ---------------------------------------------------------------------------------------------
