@@ -161,3 +161,12 @@ def test_validation_errors_name_path_problem_and_fix_without_echoing_input() -> 
     assert "bogus" in fields
     assert fields["bogus"].fix
     assert "hunter2-secret" not in json.dumps(err.as_dict())
+
+
+def test_missing_namespace_is_named() -> None:
+    exc = _api_exc(
+        404, reason="NotFound", message='namespaces "nope" not found', details={"name": "nope", "kind": "namespaces"}
+    )
+    err = translate_api_exception(exc, 'connector "a" in namespace "nope"')
+    assert isinstance(err, NotFoundError)
+    assert err.message == 'namespace "nope" does not exist'

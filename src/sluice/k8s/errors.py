@@ -85,6 +85,12 @@ def translate_api_exception(exc: ApiException, what: str) -> SluiceError:
     code = int(exc.status or 0)
     message = str(status.get("message") or exc.reason or "no message")
     if code == 404:
+        details = status.get("details") or {}
+        if details.get("kind") == "namespaces":
+            return NotFoundError(
+                f'namespace "{details.get("name", "")}" does not exist',
+                fix="Create the namespace first, or pass ?namespace= with an existing one.",
+            )
         return NotFoundError(f"{what} not found", fix="Check the id and the namespace; list connectors to see them.")
     if code == 409:
         reason = status.get("reason")
