@@ -4,4 +4,9 @@ Fixtures that start real services live in ``tests/support`` (one module per serv
 so every test directory can use them without importing them by hand.
 """
 
-pytest_plugins: list[str] = ["tests.support.pg", "tests.support.cluster", "tests.support.processnode"]
+pytest_plugins: list[str] = [
+    "tests.support.pg",
+    "tests.support.cluster",
+    "tests.support.processnode",
+    "tests.support.api",
+]
