@@ -14,6 +14,7 @@ import sys
 import threading
 import uuid
 from types import FrameType
+from typing import Any
 
 from sluice.errors import ConfigError, SluiceError
 
@@ -38,9 +39,22 @@ def _configure_logging() -> None:
 
 def run(args: argparse.Namespace) -> int:
     _configure_logging()
-    from sluice.worker.status import JsonLinesReporter, WorkerStatus
+    from sluice.worker.k8s_status import with_kubernetes_reporter
+    from sluice.worker.status import JsonLinesReporter
 
-    reporter = JsonLinesReporter(args.status_file)
+    # In a pod the operator sets SLUICE_STATUS_REPORTER=kubernetes: reports also go to the Connector's status.
+    reporter = with_kubernetes_reporter(JsonLinesReporter(args.status_file))
+    try:
+        return _run(args, reporter)
+    finally:
+        close = getattr(reporter, "close", None)
+        if close is not None:
+            close()  # flush the last report (a failure) before the process exits
+
+
+def _run(args: argparse.Namespace, reporter: Any) -> int:
+    from sluice.worker.status import WorkerStatus
+
     try:
         from sluice.worker.config import load_connector
 

@@ -23,14 +23,14 @@ from typing import Any
 from sluice.k8s.jsonclient import JsonClient, api_path
 from sluice.worker.status import WorkerStatus
 
-__all__ = ["KubernetesStatusReporter", "status_patch"]
+__all__ = ["KubernetesStatusReporter", "TeeReporter", "status_patch", "with_kubernetes_reporter"]
 
 log = logging.getLogger(__name__)
 
 _TABLE_PHASES = {"snapshot": "snapshotting", "copied": "snapshotted"}
 
 
-def status_patch(status: WorkerStatus, *, pod: str | None = None) -> dict[str, Any]:
+def status_patch(status: WorkerStatus, *, pod: str | None = None, run_id: str | None = None) -> dict[str, Any]:
     """The Connector ``status`` fragment for a worker report (pure; unit-tested)."""
     run: dict[str, Any] = {"type": status.status}
     if status.status == "retry":
@@ -52,7 +52,7 @@ def status_patch(status: WorkerStatus, *, pod: str | None = None) -> dict[str, A
     out: dict[str, Any] = {
         "state": status.state,
         "status": run,
-        "run_id": status.run_id,
+        "run_id": run_id or status.run_id,
         "tables": tables,
         "rows_copied": status.rows_copied,
         "rows_applied": status.rows_applied,
@@ -96,6 +96,8 @@ class KubernetesStatusReporter:
         self._client = client
         self._min_interval = min_interval
         self._pod = pod or os.environ.get("SLUICE_POD_NAME")
+        # The operator names the run (pod template annotation + env), so status and REST agree on it.
+        self._run_id = os.environ.get("SLUICE_RUN_ID") or None
         self._latest: WorkerStatus | None = None
         self._urgent = False
         self._last_key: tuple[str, str] | None = None
@@ -151,9 +153,32 @@ class KubernetesStatusReporter:
                 self._client = JsonClient(timeout=5)
             self._client.merge_patch(
                 api_path("connectors", self.namespace, self.name, "status"),
-                {"status": status_patch(status, pod=self._pod)},
+                {"status": status_patch(status, pod=self._pod, run_id=self._run_id)},
             )
             return True
         except Exception as exc:  # never into the engine: progress reporting must not stop replication
             log.warning("cannot write status of connector %s/%s: %s", self.namespace, self.name, exc)
             return False
+
+
+class TeeReporter:
+    """Send every report to several reporters (JSON lines for the pod log, plus the Connector status)."""
+
+    def __init__(self, *reporters: Any) -> None:
+        self.reporters = reporters
+
+    def report(self, status: WorkerStatus) -> None:
+        for reporter in self.reporters:
+            reporter.report(status)
+
+    def close(self) -> None:
+        for reporter in self.reporters:
+            close = getattr(reporter, "close", None)
+            if close is not None:
+                close()
+
+
+def with_kubernetes_reporter(primary: Any) -> Any:
+    """``primary`` alone, or teed with a :class:`KubernetesStatusReporter` when the pod asks for one."""
+    k8s = KubernetesStatusReporter.from_env()
+    return primary if k8s is None else TeeReporter(primary, k8s)
