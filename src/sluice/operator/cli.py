@@ -1,0 +1,114 @@
+"""``sluice operator``: run the kopf operator that turns Connectors into workers.
+
+Safe with two replicas: unless ``--no-leader-election``, each replica first takes a Lease (``leader.py``); only
+the leader starts kopf, the other waits. A leader that loses its lease stops and exits 1 (its Deployment restarts
+it as a standby).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import threading
+import uuid
+from pathlib import Path
+
+from sluice.k8s.jsonclient import JsonClient
+from sluice.operator.builders import WorkerSettings
+
+__all__ = ["add_arguments", "run"]
+
+log = logging.getLogger("sluice.operator")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("--all-namespaces", action="store_true", help="watch Connectors in every namespace (default)")
+    scope.add_argument("--namespace", action="append", default=[], help="watch only this namespace (repeatable)")
+    parser.add_argument("--metrics-port", type=int, default=9090, help="Prometheus endpoint port (0: off)")
+    parser.add_argument("--health-port", type=int, default=8080, help="liveness endpoint port /healthz (0: off)")
+    parser.add_argument("--worker-image", default=os.environ.get("SLUICE_WORKER_IMAGE", "sluice:dev"))
+    parser.add_argument("--worker-command", default="sluice", help="entry point of the worker container")
+    parser.add_argument("--worker-metrics-port", type=int, default=9102, help="worker metrics port (0: off)")
+    parser.add_argument("--refresh-seconds", type=float, default=10.0, help="status refresh interval")
+    parser.add_argument("--lag-threshold-bytes", type=int, default=1 << 30, help="SlotLagHigh threshold")
+    parser.add_argument("--no-leader-election", action="store_true", help="act at once (single replica only)")
+    parser.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "sluice-system"))
+    parser.add_argument("--lease-name", default="sluice-operator")
+    parser.add_argument("--log-level", default="INFO")
+
+
+def run(args: argparse.Namespace) -> int:
+    import kopf
+
+    from sluice.operator.handlers import build_registry, configure_kopf
+    from sluice.operator.leader import LeaseElector
+    from sluice.operator.metrics import OperatorMetrics
+    from sluice.operator.reconcile import OperatorSettings, Reconciler
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kopf").setLevel(logging.WARNING)
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = str(Path(args.kubeconfig).resolve())
+    client = JsonClient(args.kubeconfig)
+    settings = OperatorSettings(
+        worker=WorkerSettings(
+            image=args.worker_image,
+            command=(args.worker_command,),
+            metrics_port=args.worker_metrics_port,
+        ),
+        refresh_seconds=args.refresh_seconds,
+        lag_threshold_bytes=args.lag_threshold_bytes,
+    )
+    metrics = OperatorMetrics()
+    if args.metrics_port:
+        metrics.serve(args.metrics_port)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    elector = None
+    if not args.no_leader_election:
+        identity = f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+        elector = LeaseElector(client, args.lease_namespace, args.lease_name, identity)
+        if not elector.acquire(stop):
+            return 0
+        lost = elector.lost
+
+        def stop_when_lost() -> None:
+            lost.wait()
+            stop.set()
+
+        threading.Thread(target=stop_when_lost, daemon=True, name="lease-watch").start()
+
+    reconciler = Reconciler(client, settings, metrics)
+    registry = build_registry(reconciler, settings)
+    kopf_settings = kopf.OperatorSettings()
+    configure_kopf(kopf_settings, settings)
+    log.info("operator started (%s)", "all namespaces" if not args.namespace else ", ".join(args.namespace))
+    try:
+        kopf.run(
+            registry=registry,
+            settings=kopf_settings,
+            standalone=True,
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None,
+            stop_flag=stop,
+        )
+    finally:
+        if elector is not None:
+            elector.release()
+    if elector is not None and elector.lost.is_set():
+        log.error("lost the leader lease; exiting so that a standby takes over")
+        return 1
+    return 0

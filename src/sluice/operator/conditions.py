@@ -1,0 +1,298 @@
+"""From what the operator observes to the Connector's status: pure functions, unit-tested without a cluster.
+
+Inputs are plain dicts: the Connector (its ``status`` already holds what the worker reported), the worker pod
+(or None), and optional facts about the slot the operator queried itself. Output is the status fragment the
+operator owns: ``observedGeneration``, ``conditions``, ``restarts``/``last_restart_time``, kinds, ``created_at``,
+and the ``state`` when the operator (not the worker) decides it (``disabled``, ``scheduled``).
+
+Condition rules (each message says what to do):
+
+- Ready: the worker pod runs, the worker reports ``snapshot`` or ``realtime``, no failed step, no failed table,
+  and the worker's report is fresh. Anything else is False with the most useful reason.
+- Snapshotting / Streaming: the worker's ``state``.
+- Degraded: the worker is retrying, crash-looping, or reported an error.
+- SlotLagHigh: the slot is more than ``lag_threshold_bytes`` behind: WAL piles up on the source.
+- WalRetained (only while disabled): the slot is kept and holds WAL on the source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["Observed", "SlotInfo", "derive_status", "human_bytes", "parse_time"]
+
+JsonObj = dict[str, Any]
+
+STALE_REPORT_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    """The replication slot as the operator saw it on the source (None fields: could not tell)."""
+
+    name: str
+    exists: bool | None = None
+    active: bool | None = None
+    lag_bytes: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    cr: JsonObj
+    pod: JsonObj | None
+    desired_replicas: int
+    now: datetime
+    slot: SlotInfo | None = None
+    next_run: datetime | None = None
+    lag_threshold_bytes: int = 1 << 30
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not value or not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _fmt(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _kind(spec: JsonObj, part: str) -> str | None:
+    value = spec.get(part)
+    if isinstance(value, dict):
+        keys = [k for k, v in value.items() if v is not None]
+        return keys[0] if len(keys) == 1 else None
+    return None
+
+
+def _container(pod: JsonObj | None) -> JsonObj:
+    if not pod:
+        return {}
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return next((c for c in statuses if c.get("name") == "worker"), statuses[0] if statuses else {})
+
+
+def _error_text(err: Any) -> str:
+    if not isinstance(err, dict):
+        return ""
+    text = str(err.get("message", ""))
+    if err.get("fix"):
+        text += f" Fix: {err['fix']}"
+    return text
+
+
+def derive_status(obs: Observed) -> JsonObj:
+    cr = obs.cr
+    spec = cr.get("spec") or {}
+    current = cr.get("status") or {}
+    generation = cr["metadata"].get("generation")
+    container = _container(obs.pod)
+    pod_status = (obs.pod or {}).get("status") or {}
+    waiting = (container.get("state") or {}).get("waiting") or {}
+    running = "running" in (container.get("state") or {})
+    pod_ready = running and any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in pod_status.get("conditions") or []
+    )
+    restarts = int(container.get("restartCount") or 0)
+    last_term = (container.get("lastState") or {}).get("terminated") or {}
+
+    worker_state = current.get("state")
+    run = current.get("status") or {}
+    run_type = run.get("type") if isinstance(run, dict) else run
+    last_error = current.get("last_error")
+    failed_tables = [t for t in current.get("tables") or [] if t.get("phase") == "failed"]
+    reported_at = parse_time(current.get("worker_reported_at"))
+    fresh = reported_at is not None and (obs.now - reported_at).total_seconds() < STALE_REPORT_SECONDS
+    lag_bytes = current.get("lag_bytes")
+    if obs.slot is not None and obs.slot.lag_bytes is not None and (obs.desired_replicas == 0 or lag_bytes is None):
+        lag_bytes = obs.slot.lag_bytes
+
+    out: JsonObj = {
+        "observedGeneration": generation,
+        "source_kind": _kind(spec, "source"),
+        "sink_kind": _kind(spec, "sink"),
+        "created_at": cr["metadata"].get("creationTimestamp"),
+    }
+    # restartCount starts again at 0 with every new pod (a spec change rolls it): carry the total across pods.
+    pod_uid = ((obs.pod or {}).get("metadata") or {}).get("uid")
+    base = int(current.get("restarts_base") or 0)
+    if pod_uid and pod_uid != current.get("restarts_pod_uid"):
+        base = int(current.get("restarts") or 0)
+    if pod_uid:
+        out["restarts_pod_uid"] = pod_uid
+        out["restarts_base"] = base
+    out["restarts"] = base + restarts
+    if last_term.get("finishedAt") and restarts:
+        out["last_restart_time"] = last_term["finishedAt"]
+
+    conds: list[tuple[str, bool, str, str]] = []  # (type, status, reason, message)
+    slot_name = obs.slot.name if obs.slot else "the connector's slot"
+
+    if spec.get("disabled"):
+        out["state"] = "disabled"
+        behind = (
+            f"{human_bytes(lag_bytes)} behind" if isinstance(lag_bytes, int) else "lag unknown (source unreachable)"
+        )
+        if obs.slot is not None and obs.slot.error:
+            behind = f"lag unknown: {obs.slot.error}"
+        if obs.slot is not None and obs.slot.exists is False:
+            conds.append(("WalRetained", False, "NoSlot", f"No replication slot {slot_name} exists on the source."))
+        else:
+            conds.append(
+                (
+                    "WalRetained",
+                    True,
+                    "SlotKept",
+                    f"The worker is stopped but replication slot {slot_name} is kept, so the source retains WAL "
+                    f"({behind}). Set spec.disabled: false to resume without losing changes, or delete the connector "
+                    "to drop the slot.",
+                )
+            )
+        conds.append(
+            (
+                "Ready",
+                False,
+                "Disabled",
+                "spec.disabled is true: the worker is stopped. Set it to false (or send the Start command) to resume.",
+            )
+        )
+        conds.append(("Snapshotting", False, "Disabled", "The worker is stopped."))
+        conds.append(("Streaming", False, "Disabled", "The worker is stopped."))
+        conds.append(("Degraded", False, "Disabled", ""))
+    elif obs.desired_replicas == 0 and spec.get("schedule"):
+        out["state"] = "scheduled"
+        when = f" Next run at {_fmt(obs.next_run)}." if obs.next_run else ""
+        ok = run_type != "failed"
+        msg = "Waiting for the next scheduled run." + when
+        if not ok:
+            msg = f"The last run failed: {_error_text(last_error)}{when}"
+        conds.append(("Ready", ok, "Scheduled" if ok else "LastRunFailed", msg))
+        conds.append(("Snapshotting", False, "Scheduled", "Between scheduled runs."))
+        conds.append(("Streaming", False, "Scheduled", "Snapshot replication does not stream."))
+        conds.append(("Degraded", not ok, "LastRunFailed" if not ok else "AsExpected", "" if ok else msg))
+    else:
+        snapshotting = worker_state in ("initialize", "snapshot")
+        streaming = worker_state == "realtime" and run_type not in ("failed",)
+        conds.append(
+            (
+                "Snapshotting",
+                snapshotting and running,
+                "WorkerReport",
+                f"Worker state: {worker_state or 'not reported yet'}.",
+            )
+        )
+        conds.append(
+            (
+                "Streaming",
+                streaming and running,
+                "WorkerReport",
+                "Changes are streamed into the sink."
+                if streaming
+                else f"Worker state: {worker_state or 'not reported yet'}.",
+            )
+        )
+        # Ready, with the most specific reason first.
+        reason, message = "", ""
+        if obs.pod is None:
+            reason, message = "WorkerPending", "The worker pod has not been created yet."
+        elif waiting.get("reason") == "CreateContainerConfigError":
+            reason = "WorkerConfigError"
+            message = (
+                f"The worker cannot start: {waiting.get('message', '')}. Create the Secret/key named, or fix "
+                "the *_secret_ref in the spec."
+            )
+        elif run_type == "failed" or (last_error and not running):
+            reason = str((last_error or {}).get("reason") or "WorkerFailed")
+            message = _error_text(last_error) or "The worker failed."
+        elif failed_tables:
+            t = failed_tables[0]
+            reason = "TableFailed"
+            message = f"Table {t.get('name')} failed: {t.get('error', '')}" + (
+                f" Fix: {t['fix']}" if t.get("fix") else ""
+            )
+        elif waiting.get("reason") == "CrashLoopBackOff" or (not running and restarts):
+            reason = "WorkerCrashLooping"
+            code = last_term.get("exitCode")
+            message = (
+                f"The worker exited (code {code}) {restarts} time(s) and is restarted with a growing "
+                f"back-off. {_error_text(last_error) or 'Read the worker log for the cause.'}"
+            )
+        elif not pod_ready:
+            reason, message = "WorkerStarting", "The worker pod is starting."
+        elif worker_state not in ("snapshot", "realtime"):
+            reason, message = "Initializing", f"Worker state: {worker_state or 'not reported yet'}."
+        elif not fresh:
+            reason = "WorkerSilent"
+            message = (
+                f"The worker has not reported for over {STALE_REPORT_SECONDS:.0f}s although its pod runs; "
+                "it may be stuck. Send the Restart command if this persists."
+            )
+        ready = reason == ""
+        if ready:
+            reason = "Streaming" if worker_state == "realtime" else "Snapshotting"
+            message = "Replicating." + (f" Lag: {human_bytes(lag_bytes)}." if isinstance(lag_bytes, int) else "")
+        conds.append(("Ready", ready, reason, message))
+        degraded = (
+            run_type == "retry" or waiting.get("reason") == "CrashLoopBackOff" or (bool(last_error) and not ready)
+        )
+        dmsg = ""
+        if run_type == "retry":
+            dmsg = f"Retrying (attempt {run.get('attempt')}): {run.get('reason', '')}"
+        elif degraded:
+            dmsg = message
+        conds.append(
+            ("Degraded", degraded, "Retrying" if run_type == "retry" else (reason if degraded else "AsExpected"), dmsg)
+        )
+
+    high = isinstance(lag_bytes, int) and lag_bytes > obs.lag_threshold_bytes
+    conds.append(
+        (
+            "SlotLagHigh",
+            high,
+            "SlotLagging" if high else "WithinThreshold",
+            (
+                f"Replication slot {slot_name} is {human_bytes(lag_bytes)} behind (threshold "
+                f"{human_bytes(obs.lag_threshold_bytes)}): the source keeps that much WAL. "
+                "Resume or fix the connector, or delete it to drop the slot."
+            )
+            if high and isinstance(lag_bytes, int)
+            else "",
+        )
+    )
+    if spec.get("disabled") and isinstance(lag_bytes, int):
+        out["lag_bytes"] = lag_bytes
+
+    old = {c.get("type"): c for c in current.get("conditions") or []}
+    now = _fmt(obs.now)
+    conditions = []
+    for ctype, ok, reason, message in conds:
+        status = "True" if ok else "False"
+        previous = old.get(ctype)
+        changed = previous is None or previous.get("status") != status
+        conditions.append(
+            {
+                "type": ctype,
+                "status": status,
+                "reason": reason or ("AsExpected" if ok else "NotApplicable"),
+                "message": message,
+                "lastTransitionTime": now if changed or previous is None else previous.get("lastTransitionTime", now),
+                "observedGeneration": generation,
+            }
+        )
+    out["conditions"] = conditions
+    return out

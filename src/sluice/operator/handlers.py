@@ -1,0 +1,131 @@
+"""kopf handlers: thin. Each one names the event, calls the Reconciler (or the cleanup), and maps errors.
+
+- create / update / resume (an operator restart) → one reconcile pass: commands, children, status;
+- a timer every ``refresh_seconds`` → the same pass, so status (lag, restarts, stale reports) stays current even
+  when nothing about the Connector changes;
+- delete → the finalizer ``sluice.dev/cleanup``: stop the worker, drop the slot and the Sluice-created publication,
+  then let kopf remove the finalizer; children go with the garbage collector (owner references).
+
+Error mapping: a retryable ``SluiceError`` (source or apiserver unreachable) is a kopf ``TemporaryError``
+(retried after a delay); any other ``SluiceError`` is a ``PermanentError`` for that change — the timer still
+refreshes status, so a fixed Secret or source is noticed without a spec edit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from sluice.errors import SluiceError, TransientError
+from sluice.k8s.jsonclient import api_path
+from sluice.models.resource import GROUP, PLURAL, VERSION
+from sluice.operator import naming, sourcedb
+from sluice.operator.reconcile import OperatorSettings, Reconciler
+
+__all__ = ["build_registry", "configure_kopf"]
+
+log = logging.getLogger(__name__)
+
+
+def _mapped(call: Callable[[], None]) -> None:
+    try:
+        call()
+    except SluiceError as exc:
+        message = exc.message + (f" Fix: {exc.fix}" if exc.fix else "")
+        if exc.retryable:
+            raise kopf.TemporaryError(message, delay=10) from exc
+        raise kopf.PermanentError(message) from exc
+
+
+def configure_kopf(settings: kopf.OperatorSettings, operator: OperatorSettings) -> None:
+    """kopf's own knobs: our finalizer name, annotations under our domain, no handler-log events."""
+    settings.persistence.finalizer = naming.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.sluice.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kopf.sluice.dev")
+    settings.posting.enabled = False  # the Reconciler posts meaningful Events itself
+    settings.watching.server_timeout = 270
+    settings.execution.max_workers = 8
+    settings.networking.request_timeout = 30
+
+
+def build_registry(rec: Reconciler, operator: OperatorSettings) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    resource = (GROUP, VERSION, PLURAL)
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.resume(*resource, registry=registry)
+    @kopf.on.create(*resource, registry=registry)
+    @kopf.on.update(*resource, registry=registry)
+    def changed(*, name: str, namespace: str | None, **_: Any) -> None:
+        assert namespace is not None  # Connectors are namespaced
+        _mapped(lambda: rec.reconcile(namespace, name))
+
+    @kopf.timer(*resource, interval=operator.refresh_seconds, sharp=False, registry=registry)
+    def refresh(*, name: str, namespace: str | None, **_: Any) -> None:
+        assert namespace is not None  # Connectors are namespaced
+        _mapped(lambda: rec.reconcile(namespace, name))
+
+    @kopf.on.delete(*resource, registry=registry)
+    def deleted(*, name: str, namespace: str | None, **_: Any) -> None:
+        assert namespace is not None  # Connectors are namespaced
+        _mapped(lambda: cleanup(rec, namespace, name))
+
+    return registry
+
+
+def cleanup(rec: Reconciler, namespace: str, name: str) -> None:
+    """The finalizer: worker stopped first (it would recreate the slot), then the slot and publication dropped."""
+    client = rec.client
+    cr = client.get_or_none(api_path("connectors", namespace, name))
+    if cr is None:
+        return
+    force = (cr["metadata"].get("annotations") or {}).get(naming.ANNOTATION_FORCE_DELETE) == "true"
+    sts_path = api_path("statefulsets", namespace, naming.statefulset_name(name))
+    if client.get_or_none(sts_path) is not None:
+        client.merge_patch(sts_path, {"spec": {"replicas": 0}})
+    pod = client.get_or_none(api_path("pods", namespace, naming.worker_pod_name(name)))
+    if pod is not None and not force:
+        raise kopf.TemporaryError("waiting for the worker to stop before dropping its slot", delay=2)
+    try:
+        result = sourcedb.drop_replication_state(client, cr)
+    except ValidationError:
+        log.warning("connector %s/%s: spec is invalid; nothing to clean up on the source", namespace, name)
+        result = None
+    except TransientError as exc:
+        slot = sourcedb.slot_name(cr)
+        if force:
+            rec.event(
+                cr,
+                "Warning",
+                "ForceDeleted",
+                f"Deleted without cleaning the source ({exc.message}). Replication slot {slot} and publication "
+                f"{slot} may remain: drop them with SELECT pg_drop_replication_slot('{slot}'); DROP PUBLICATION "
+                f"IF EXISTS {slot};",
+            )
+            rec.forget(namespace, name)
+            return
+        rec.event(
+            cr,
+            "Warning",
+            "CleanupBlocked",
+            f"Cannot drop replication slot {slot}: {exc.message}. Make the source reachable, or annotate "
+            f"the connector with {naming.ANNOTATION_FORCE_DELETE}=true (or send ForceDelete) to delete anyway.",
+        )
+        raise kopf.TemporaryError(f"source unreachable: {exc.message}", delay=10) from exc
+    if result is not None:
+        kept = f"; publication {result.publication_kept} kept (user-provided)" if result.publication_kept else ""
+        rec.event(
+            cr,
+            "Normal",
+            "CleanedUp",
+            f"Replication slot {'dropped' if result.slot_dropped else 'absent'}, "
+            f"publication {'dropped' if result.publication_dropped else 'absent'}{kept}.",
+        )
+    rec.forget(namespace, name)

@@ -1,0 +1,334 @@
+"""One reconcile pass for one Connector: commands, children, status. Called by the kopf handlers.
+
+The kopf handlers stay thin (see ``handlers.py``); this module holds the sequence and the API calls, the builders
+hold what the objects look like, ``conditions`` what the status says, and ``sourcedb`` the only SQL. Every pass
+is idempotent and starts from a fresh read of the Connector, so the event handlers and the refresh timer may
+call it in any order; a per-object lock keeps two passes for the same Connector from interleaving.
+
+Run ids: the current run id lives in the StatefulSet's pod template (``sluice.dev/run-id``). A new run (Restart,
+ReIntialize, each scheduled tick) gets a new id, which changes the template and so replaces the pod.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sluice.errors import ConflictError
+from sluice.k8s.jsonclient import JsonClient, KubeError, api_path
+from sluice.models.resource import API_VERSION, KIND
+from sluice.operator import builders, conditions, naming, sourcedb
+from sluice.operator.metrics import OperatorMetrics
+from sluice.operator.schedule import next_run
+
+__all__ = ["OperatorSettings", "Reconciler"]
+
+log = logging.getLogger(__name__)
+
+JsonObj = dict[str, Any]
+
+COMMAND_ANNOTATIONS = (naming.ANNOTATION_COMMAND, "sluice.dev/command-id", "sluice.dev/command-requested-at")
+REINIT_ANNOTATION = "sluice.dev/reinitialize-id"
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    worker: builders.WorkerSettings = field(default_factory=builders.WorkerSettings)
+    """How worker pods are built."""
+    refresh_seconds: float = 10.0
+    """Interval of the status refresh timer (status is also refreshed on every change)."""
+    lag_threshold_bytes: int = 1 << 30
+    """Slot lag above which SlotLagHigh turns True."""
+    slot_query_seconds: float = 30.0
+    """How often the slot of a disabled connector is looked at on the source."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _fmt(ts: datetime) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Reconciler:
+    """Everything the operator does to one Connector, given a JSON client with the operator's rights."""
+
+    def __init__(self, client: JsonClient, settings: OperatorSettings, metrics: OperatorMetrics | None = None) -> None:
+        self.client = client
+        self.settings = settings
+        self.metrics = metrics
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._slot_cache: dict[tuple[str, str], tuple[float, conditions.SlotInfo]] = {}
+
+    def _lock(self, namespace: str, name: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault((namespace, name), threading.Lock())
+
+    # --- entry points ---------------------------------------------------------------------------------------
+
+    def reconcile(self, namespace: str, name: str) -> None:
+        started = time.monotonic()
+        outcome = "ok"
+        try:
+            with self._lock(namespace, name):
+                self._reconcile(namespace, name)
+        except Exception:
+            outcome = "error"
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.reconciles.labels(outcome).inc()
+                self.metrics.reconcile_seconds.observe(time.monotonic() - started)
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._locks_guard:
+            self._locks.pop((namespace, name), None)
+        self._slot_cache.pop((namespace, name), None)
+        if self.metrics is not None:
+            self.metrics.forget(namespace, name)
+
+    # --- the pass -------------------------------------------------------------------------------------------
+
+    def _reconcile(self, namespace: str, name: str) -> None:
+        cr = self.client.get_or_none(api_path("connectors", namespace, name))
+        if cr is None or cr["metadata"].get("deletionTimestamp"):
+            return
+        sts_path = api_path("statefulsets", namespace, naming.statefulset_name(name))
+        sts = self.client.get_or_none(sts_path)
+        template_ann = ((sts or {}).get("spec", {}).get("template", {}).get("metadata", {}) or {}).get(
+            "annotations"
+        ) or {}
+        run_id = template_ann.get(naming.ANNOTATION_RUN_ID) or (cr.get("status") or {}).get("run_id") or _new_run()
+        reinit = ((sts or {}).get("metadata", {}).get("annotations") or {}).get(REINIT_ANNOTATION, "")
+        status_extra: JsonObj = {}
+
+        # 1. one-shot commands (REST API or kubectl annotate)
+        annotations = cr["metadata"].get("annotations") or {}
+        command = annotations.get(naming.ANNOTATION_COMMAND)
+        if command:
+            outcome = self._command(cr, command)
+            if outcome == "deleted":
+                return
+            if outcome in ("Restart", "ReIntialize"):
+                run_id = _new_run()
+                status_extra["run_id"] = run_id
+                if outcome == "ReIntialize":
+                    reinit = annotations.get("sluice.dev/command-id") or uuid.uuid4().hex
+            cr = self.client.get_or_none(api_path("connectors", namespace, name)) or cr
+
+        spec = cr.get("spec") or {}
+        status = cr.get("status") or {}
+
+        # 2. how many workers: 0 when disabled or between scheduled runs
+        replicas = 0 if spec.get("disabled") else 1
+        next_tick: datetime | None = None
+        if spec.get("schedule") and not spec.get("disabled"):
+            replicas, run_id, next_tick = self._schedule(cr, sts, run_id, status_extra)
+
+        # 3. children
+        self._apply_children(cr, replicas, run_id, reinit)
+
+        # 4. status
+        pod = self.client.get_or_none(api_path("pods", namespace, naming.worker_pod_name(name)))
+        if pod is not None and not _owned_by_statefulset(pod, naming.statefulset_name(name)):
+            pod = None
+        slot = self._slot(cr) if spec.get("disabled") else None
+        observed = conditions.Observed(
+            cr=cr,
+            pod=pod,
+            desired_replicas=replicas,
+            now=_now(),
+            slot=slot,
+            next_run=next_tick,
+            lag_threshold_bytes=self.settings.lag_threshold_bytes,
+        )
+        patch = conditions.derive_status(observed)
+        patch.update(status_extra)
+        if "run_id" not in patch and not status.get("run_id"):
+            patch["run_id"] = run_id
+        if spec.get("disabled") or (replicas == 0 and spec.get("schedule")):
+            # The worker is not running: what it last reported about its activity is no longer true.
+            patch["lag_seconds"] = None
+        self._events_for_transitions(cr, status, patch)
+        self.client.merge_patch(api_path("connectors", namespace, name, "status"), {"status": patch})
+        if self.metrics is not None:
+            self.metrics.observe(namespace, name, {**status, **patch})
+
+    # --- commands -------------------------------------------------------------------------------------------
+
+    def _command(self, cr: JsonObj, command: str) -> str:
+        namespace, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
+        path = api_path("connectors", namespace, name)
+        clear: JsonObj = {"metadata": {"annotations": dict.fromkeys(COMMAND_ANNOTATIONS)}}
+        known = {"Start", "Stop", "Restart", "ReIntialize", "Delete", "ForceDelete"}
+        if command not in known:
+            self.event(
+                cr, "Warning", "UnknownCommand", f"Ignored command {command!r}; use one of {', '.join(sorted(known))}."
+            )
+            self.client.merge_patch(path, clear)
+            return "ignored"
+        if command in ("Delete", "ForceDelete"):
+            if command == "ForceDelete":
+                clear["metadata"]["annotations"][naming.ANNOTATION_FORCE_DELETE] = "true"
+            self.client.merge_patch(path, clear)
+            self.event(cr, "Normal", "CommandApplied", f"{command}: deleting the connector.")
+            self.client.delete(path)
+            return "deleted"
+        if command in ("Start", "Stop"):
+            clear["spec"] = {"disabled": command == "Stop"}
+        self.client.merge_patch(path, clear)
+        what = {
+            "Start": "worker resumed (spec.disabled set to false)",
+            "Stop": "worker stopped, slot kept (spec.disabled set to true)",
+            "Restart": "worker restarted with a new run id; progress is kept",
+            "ReIntialize": "progress dropped: the worker snapshots again under a new run id",
+        }[command]
+        self.event(cr, "Normal", "CommandApplied", f"{command}: {what}.")
+        return command
+
+    # --- schedule -------------------------------------------------------------------------------------------
+
+    def _schedule(
+        self, cr: JsonObj, sts: JsonObj | None, run_id: str, status_extra: JsonObj
+    ) -> tuple[int, str, datetime | None]:
+        """Snapshot runs on a schedule: 1 replica from a tick until the run reports ``complete``, then 0."""
+        status = cr.get("status") or {}
+        now = _now()
+        running = bool((sts or {}).get("spec", {}).get("replicas"))
+        due = conditions.parse_time(status.get("next_run_at"))
+        if running:
+            done = status.get("state") == "complete" and status.get("run_id") == run_id
+            if not done:
+                return 1, run_id, due
+            nxt = next_run(cr["spec"]["schedule"], now)
+            status_extra["next_run_at"] = _fmt(nxt)
+            self.event(cr, "Normal", "RunComplete", f"Run {run_id} complete; next run at {_fmt(nxt)}.")
+            return 0, run_id, nxt
+        if due is None and sts is not None:
+            nxt = next_run(cr["spec"]["schedule"], now)
+            status_extra["next_run_at"] = _fmt(nxt)
+            return 0, run_id, nxt
+        if due is None or due <= now:  # first run at creation, then one per tick
+            new_id = _new_run()
+            status_extra["run_id"] = new_id
+            status_extra["next_run_at"] = None
+            self.event(cr, "Normal", "RunStarted", f"Scheduled run {new_id} started.")
+            return 1, new_id, None
+        return 0, run_id, due
+
+    # --- children -------------------------------------------------------------------------------------------
+
+    def _apply_children(self, cr: JsonObj, replicas: int, run_id: str, reinit: str) -> None:
+        namespace = cr["metadata"]["namespace"]
+        objects = [
+            ("serviceaccounts", builders.service_account(cr)),
+            ("roles", builders.role(cr)),
+            ("rolebindings", builders.role_binding(cr)),
+            ("secrets", builders.config_secret(cr)),
+        ]
+        sts = builders.statefulset(cr, self.settings.worker, replicas=replicas, run_id=run_id, reinitialize=reinit)
+        if reinit:
+            sts["metadata"]["annotations"] = {REINIT_ANNOTATION: reinit}
+        objects.append(("statefulsets", sts))
+        for plural, obj in objects:
+            self._apply(plural, namespace, obj, cr["metadata"]["uid"])
+
+    def _apply(self, plural: str, namespace: str, obj: JsonObj, owner_uid: str) -> None:
+        path = api_path(plural, namespace, obj["metadata"]["name"])
+        existing = self.client.get_or_none(path)
+        if existing is None:
+            try:
+                self.client.create(api_path(plural, namespace), obj)
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+            return
+        owners = existing["metadata"].get("ownerReferences") or []
+        if not any(o.get("uid") == owner_uid for o in owners):
+            raise ConflictError(
+                f"{plural[:-1]} {namespace}/{obj['metadata']['name']} exists and is not owned by this connector",
+                fix="Delete or rename that object; the operator will not take over objects it did not create.",
+            )
+        if plural == "roles" and existing.get("rules") == obj.get("rules"):
+            return
+        self.client.merge_patch(path, obj)
+
+    # --- slot of a disabled connector ----------------------------------------------------------------------
+
+    def _slot(self, cr: JsonObj) -> conditions.SlotInfo:
+        key = (cr["metadata"]["namespace"], cr["metadata"]["name"])
+        cached = self._slot_cache.get(key)
+        if cached is not None and time.monotonic() - cached[0] < self.settings.slot_query_seconds:
+            return cached[1]
+        info = sourcedb.slot_info(self.client, cr)
+        self._slot_cache[key] = (time.monotonic(), info)
+        return info
+
+    # --- events ---------------------------------------------------------------------------------------------
+
+    def _events_for_transitions(self, cr: JsonObj, old: JsonObj, new: JsonObj) -> None:
+        def ready(conds: list[JsonObj] | None) -> JsonObj:
+            return next((c for c in conds or [] if c.get("type") == "Ready"), {})
+
+        before, after = ready(old.get("conditions")), ready(new.get("conditions"))
+        if before.get("status") != after.get("status") or before.get("reason") != after.get("reason"):
+            kind = "Normal" if after.get("status") == "True" or after.get("reason") == "Disabled" else "Warning"
+            self.event(cr, kind, after.get("reason") or "Ready", after.get("message") or "")
+        if new.get("state") and new.get("state") != old.get("state"):
+            self.event(cr, "Normal", "StateChanged", f"State is now {new['state']}.")
+        old_restarts, new_restarts = int(old.get("restarts") or 0), int(new.get("restarts") or 0)
+        if new_restarts > old_restarts:
+            self.event(
+                cr,
+                "Warning",
+                "WorkerRestarted",
+                f"The worker restarted ({new_restarts} restart(s) in total); see status.last_error.",
+            )
+
+    def event(self, cr: JsonObj, type_: str, reason: str, message: str) -> None:
+        """A Kubernetes Event on the Connector (best effort: an event is never worth failing a reconcile)."""
+        namespace = cr["metadata"]["namespace"]
+        now = _now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{cr['metadata']['name']}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": cr["metadata"]["name"],
+                "namespace": namespace,
+                "uid": cr["metadata"]["uid"],
+            },
+            "reason": reason[:128],
+            "message": message[:1024],
+            "type": type_,
+            "source": {"component": "sluice-operator"},
+            "reportingComponent": "sluice.dev/operator",
+            "reportingInstance": "sluice-operator",
+            "firstTimestamp": now[:19] + "Z",
+            "lastTimestamp": now[:19] + "Z",
+            "count": 1,
+        }
+        try:
+            self.client.create(api_path("events", namespace), body)
+        except Exception as exc:
+            log.debug("could not post event %s on %s/%s: %s", reason, namespace, cr["metadata"]["name"], exc)
+
+
+def _new_run() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def _owned_by_statefulset(pod: JsonObj, sts_name: str) -> bool:
+    return any(
+        o.get("kind") == "StatefulSet" and o.get("name") == sts_name
+        for o in pod["metadata"].get("ownerReferences") or []
+    )
