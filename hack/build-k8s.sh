@@ -9,6 +9,9 @@
 #
 # Output: $SLUICE_CACHE/k8s/<version>/bin/{etcd,kube-apiserver,kube-controller-manager,kube-scheduler,kubectl}
 # A second run with the binaries present does nothing (the warm path); delete the folder to rebuild.
+#
+# Usage: bash hack/build-k8s.sh                 build (or confirm) the binaries
+#        bash hack/build-k8s.sh --print-bin-dir print the bin directory and exit (for PATH=... in scripts)
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-v1.37.2}"
@@ -16,6 +19,12 @@ CACHE="${SLUICE_CACHE:-$HOME/.cache/sluice}"
 OUT="$CACHE/k8s/$K8S_VERSION"
 BIN="$OUT/bin"
 BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
+
+case "${1:-}" in
+  --print-bin-dir) echo "$BIN"; exit 0 ;;
+  "") ;;
+  *) echo "usage: $0 [--print-bin-dir]" >&2; exit 2 ;;
+esac
 
 have_all() {
   for b in "${BINARIES[@]}"; do [[ -x "$BIN/$b" ]] || return 1; done

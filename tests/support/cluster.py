@@ -109,7 +109,17 @@ def crd_installed(control_plane: ControlPlane) -> str:
     if not CRD_PATH.exists():
         pytest.fail(f"{CRD_PATH.relative_to(REPO_ROOT)} is missing; run: make generate", pytrace=False)
     control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
-    control_plane.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+
+    def established() -> bool:
+        # Not `kubectl wait`: right after creation the CRD has no conditions yet and kubectl wait errors out.
+        crd = get_json(control_plane, "crd", CRD_NAME)
+        conditions = {c["type"]: c for c in crd.get("status", {}).get("conditions") or []}
+        refused = conditions.get("NamesAccepted", {})
+        if refused.get("status") == "False":
+            pytest.fail(f"CRD names not accepted: {refused.get('message')}", pytrace=False)
+        return conditions.get("Established", {}).get("status") == "True"
+
+    poll(established, timeout=60, message=f"CRD {CRD_NAME} to be Established")
     # Established means the apiserver accepted the schema; discovery (what kubectl resolves kinds with) follows
     # a moment later.
     poll(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,19 @@ def test_binaries_version_matches_build_script() -> None:
     match = re.search(r'K8S_VERSION="\$\{K8S_VERSION:-(v[0-9.]+)\}"', script)
     assert match, "hack/build-k8s.sh no longer sets a default K8S_VERSION"
     assert match.group(1) == binaries.K8S_VERSION
+
+
+def test_build_script_and_python_agree_on_the_bin_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("SLUICE_K8S_BIN_DIR", raising=False)
+    monkeypatch.delenv("K8S_VERSION", raising=False)
+    monkeypatch.setenv("SLUICE_CACHE", str(tmp_path))
+    printed = subprocess.run(
+        ["bash", str(REPO_ROOT / "hack" / "build-k8s.sh"), "--print-bin-dir"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert Path(printed) == binaries.bin_dir()
 
 
 def test_bin_dir_follows_cache_and_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
