@@ -269,7 +269,8 @@ def build_crd() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"description": "API version of this object (sluice.dev/v1alpha1).", "type": "string"},
             "kind": {"description": "Kind of this object (Connector).", "type": "string"},
-            "metadata": {"type": "object"},
+            # Declared only so root rules can name .metadata.name as their fieldPath.
+            "metadata": {"type": "object", "properties": {"name": {"type": "string", "description": "The connector id (a DNS-1123 label)."}}},
             "spec": spec,
             "status": status,
         },
@@ -280,10 +281,13 @@ def build_crd() -> dict[str, Any]:
                 f"&& size(self.metadata.name) <= {DNS_LABEL_MAX_LENGTH}",
                 "message": "metadata.name is the connector id and must be a DNS-1123 label: at most 63 characters, "
                 "lowercase letters, digits and '-', starting and ending with a letter or digit",
+                # Without fieldPath a root rule's error names no field ("<nil>: Invalid value").
+                "fieldPath": ".metadata.name",
             },
             {
                 "rule": "!has(self.spec.id) || self.spec.id == self.metadata.name",
                 "message": "spec.id must equal metadata.name (the connector id) or be omitted",
+                "fieldPath": ".spec.id",
             },
         ],
     }
