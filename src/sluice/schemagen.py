@@ -270,7 +270,10 @@ def build_crd() -> dict[str, Any]:
             "apiVersion": {"description": "API version of this object (sluice.dev/v1alpha1).", "type": "string"},
             "kind": {"description": "Kind of this object (Connector).", "type": "string"},
             # Declared only so root rules can name .metadata.name as their fieldPath.
-            "metadata": {"type": "object", "properties": {"name": {"type": "string", "description": "The connector id (a DNS-1123 label)."}}},
+            "metadata": {
+                "type": "object",
+                "properties": {"name": {"type": "string", "description": "The connector id (a DNS-1123 label)."}},
+            },
             "spec": spec,
             "status": status,
         },
