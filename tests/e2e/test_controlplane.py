@@ -211,6 +211,13 @@ def test_cli_up_status_down(tmp_path: Path, control_plane: ControlPlane) -> None
         assert status.returncode == 0, status.stdout + status.stderr
         assert "kube-apiserver: ok" in status.stdout
 
+        # Another process can attach to the running cluster and issue identities from its CA (sluice dev does).
+        attached = ControlPlane.attach(tmp_path / ".sluice" / "cluster")
+        assert attached is not None
+        node_config = attached.node_kubeconfig("attached-node")
+        whoami = json.loads(control_plane.kubectl("auth", "whoami", "-o", "json", kubeconfig=node_config).stdout)
+        assert whoami["status"]["userInfo"]["username"] == "system:node:attached-node"
+
         again = cli("up")
         assert again.returncode == 0
         assert "already running" in again.stderr

@@ -82,6 +82,14 @@ def test_ca_issues_verifiable_serving_and_client_certs(tmp_path: Path) -> None:
     assert client.key_path.stat().st_mode & 0o077 == 0
 
 
+def test_reloaded_ca_issues_certificates_the_original_trusts(tmp_path: Path) -> None:
+    original = CertificateAuthority(tmp_path)
+    reloaded = CertificateAuthority.load(tmp_path)
+    pair = reloaded.client("later", "dave")
+    cert = x509.load_pem_x509_certificate(pair.cert_pem)
+    cert.verify_directly_issued_by(x509.load_pem_x509_certificate(original.cert_pem))
+
+
 def test_kubeconfig_embeds_credentials_and_is_private(tmp_path: Path) -> None:
     path = write_kubeconfig(
         tmp_path / "kc", server="https://127.0.0.1:1", ca_pem=b"CA", user="bob", token="t0k", namespace="ns"

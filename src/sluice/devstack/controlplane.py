@@ -590,20 +590,21 @@ class ControlPlane:
         serviceaccount: str | None = None,
         user: str | None = None,
         groups: Sequence[str] = (),
+        expiration_seconds: int = 24 * 3600,
     ) -> Path:
         """A kubeconfig for a less privileged user, in one of three ways.
 
         - ``token=``: any bearer token (e.g. from :meth:`static_token`);
         - ``namespace=`` + ``serviceaccount=``: a TokenRequest token for that ServiceAccount (created if missing);
-          ``namespace`` also becomes the context's default namespace;
+          ``namespace`` also becomes the context's default namespace; the token lives ``expiration_seconds``
+          (a day by default, so a session-long fixture never sees it expire);
         - ``user=`` (+ ``groups=``): a client certificate for that user name and groups.
         """
-        assert self._ca is not None or self.pki_dir.exists()
         ca_pem = self.ca_cert_path.read_bytes()
         if token is None and serviceaccount is not None:
             if namespace is None:
                 raise ValueError("serviceaccount= needs namespace=")
-            token = self.create_user_token(namespace, serviceaccount)
+            token = self.create_user_token(namespace, serviceaccount, expiration_seconds=expiration_seconds)
             user = f"system:serviceaccount:{namespace}:{serviceaccount}"
         label = (user or "token-user").replace(":", "-")
         path = path or self.work_dir / "users" / f"{label}-{secrets.token_hex(3)}.kubeconfig"
@@ -613,8 +614,8 @@ class ControlPlane:
             )
         if user is None:
             raise ValueError("give token=, namespace= and serviceaccount=, or user=")
-        if self._ca is None:
-            raise ControlPlaneError("client certificates can only be issued by the process that started the cluster")
+        if self._ca is None:  # attached to a cluster another process started: its CA is on disk
+            self._ca = CertificateAuthority.load(self.pki_dir)
         pair = self._ca.client(f"user-{label}", user, *groups)
         return write_kubeconfig(
             path,

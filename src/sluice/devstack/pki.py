@@ -107,6 +107,21 @@ class CertificateAuthority:
         self.cert_path = _write(directory / "ca.crt", self.cert_pem, private=False)
         self.key_path = write_private_key(self._key, directory / "ca.key")
 
+    @classmethod
+    def load(cls, directory: Path) -> CertificateAuthority:
+        """The CA an earlier :class:`CertificateAuthority` wrote into ``directory`` (to issue more certificates)."""
+        ca = cls.__new__(cls)
+        ca.directory = directory
+        ca.cert_path = directory / "ca.crt"
+        ca.key_path = directory / "ca.key"
+        ca.cert_pem = ca.cert_path.read_bytes()
+        ca._cert = x509.load_pem_x509_certificate(ca.cert_pem)
+        key = serialization.load_pem_private_key(ca.key_path.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise TypeError(f"{ca.key_path} is not an EC private key")
+        ca._key = key
+        return ca
+
     def issue(
         self,
         name: str,
