@@ -54,6 +54,8 @@ _PG_EPOCH = 946_684_800  # 2000-01-01 in Unix seconds
 _LEN = struct.Struct("!I")
 
 #: errors that mean "retry later", not "the spec is wrong"
+#: connection exception, insufficient resources, operator intervention (restart, shutdown), serialization/deadlock
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "40")
 _PERMANENT_HINTS = ("authentication failed", "does not exist", "permission denied", "no pg_hba.conf entry")
 
 
@@ -66,6 +68,12 @@ def _classify(exc: BaseException) -> SluiceError:
             text, fix="Check the connection's user, password and database, and the server's pg_hba.conf."
         )
     if isinstance(exc, psycopg.OperationalError | psycopg2.OperationalError | psycopg2.InterfaceError | OSError):
+        return TransientError(text)
+    code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    if code and code[:2] in _TRANSIENT_SQLSTATE_CLASSES:
+        return TransientError(text)
+    if isinstance(exc, psycopg2.DatabaseError) and not code:
+        # Client-side errors of a replication connection that died under us ("no COPY in progress").
         return TransientError(text)
     if isinstance(exc, psycopg.errors.ObjectInUse):
         return TransientError(text, fix="Another worker uses this connector's slot; it is retried until it is free.")
