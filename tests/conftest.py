@@ -8,5 +8,6 @@ pytest_plugins: list[str] = [
     "tests.support.pg",
     "tests.support.cluster",
     "tests.support.processnode",
+    "tests.support.operator",
     "tests.support.api",
 ]
