@@ -1,0 +1,70 @@
+"""Folding a batch of changes per key (pure logic of the set-based apply)."""
+
+from __future__ import annotations
+
+from sluice.worker.sinks.postgres.apply import TableChanges, encode_copy_row
+from sluice.worker.sinks.postgres.ddl import SinkTable
+from sluice.worker.sources.postgres.pgoutput import UNCHANGED
+from sluice.worker.sources.postgres.tables import SourceColumn, SourceTable
+
+
+def table(key: list[str]) -> SinkTable:
+    cols = [SourceColumn(n, "text", 25, False, True, False) for n in ("id", "a", "big")]
+    src = SourceTable(oid=1, schema="public", name="t", relkind="r", replica_identity="d", columns=cols, key=key)
+    return SinkTable(schema="public", name="t", columns=cols, key=key, source=src)
+
+
+def test_last_change_per_key_wins() -> None:
+    tc = TableChanges(table(["id"]))
+    tc.insert((b"1", b"x", b"v"))
+    tc.update(None, (b"1", b"y", b"v"))
+    tc.insert((b"2", b"z", b"w"))
+    tc.delete((b"2", None, None))
+    assert tc.keyed == {b"1": (b"U", (b"1", b"y", b"v")), b"2": (b"D", (b"2", None, None))}
+    assert len(tc) == 4
+
+
+def test_delete_then_reinsert_is_an_upsert() -> None:
+    tc = TableChanges(table(["id"]))
+    tc.delete((b"1", None, None))
+    tc.insert((b"1", b"again", b"v"))
+    assert tc.keyed[b"1"] == (b"U", (b"1", b"again", b"v"))
+
+
+def test_key_change_deletes_old_key() -> None:
+    tc = TableChanges(table(["id"]))
+    tc.update((b"1", None, None), (b"9", b"a", b"b"))
+    assert tc.keyed[b"1"][0] == b"D"
+    assert tc.keyed[b"9"] == (b"U", (b"9", b"a", b"b"))
+
+
+def test_unchanged_toast_filled_from_earlier_change_in_batch() -> None:
+    tc = TableChanges(table(["id"]))
+    tc.insert((b"1", b"a", b"huge"))
+    tc.update(None, (b"1", b"b", UNCHANGED))
+    assert tc.keyed[b"1"] == (b"U", (b"1", b"b", b"huge"))
+
+
+def test_unchanged_toast_without_earlier_change_stays_masked() -> None:
+    tc = TableChanges(table(["id"]))
+    tc.update(None, (b"1", b"b", UNCHANGED))
+    assert tc.keyed[b"1"] == (b"U", (b"1", b"b", UNCHANGED))
+
+
+def test_composite_key_and_column_mapping() -> None:
+    # The relation sends columns in another order than the sink's: (big, a, id).
+    tc = TableChanges(table(["id", "a"]), positions=[2, 1, 0])
+    tc.insert((b"B", b"A", b"1"))
+    assert tc.keyed[(b"1", b"A")] == (b"U", (b"1", b"A", b"B"))
+
+
+def test_keyless_keeps_every_change_in_order() -> None:
+    tc = TableChanges(table([]))
+    tc.insert((b"1", b"a", b"b"))
+    tc.insert((b"1", b"a", b"b"))
+    tc.delete((b"1", b"a", b"b"))
+    assert [op for op, _old, _new in tc.keyless] == ["I", "I", "D"]
+
+
+def test_copy_text_escaping() -> None:
+    assert encode_copy_row((b"a\tb", None, b"back\\slash\nnl\r", UNCHANGED)) == b"a\\tb\t\\N\tback\\\\slash\\nnl\\r\t\\N"
