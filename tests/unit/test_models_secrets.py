@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from sluice.models import Connector, SecretRef
 from sluice.models.resource import API_VERSION, KIND, connector_from_resource, connector_to_resource
 from sluice.models.secrets import extract_secrets, iter_secrets, resolve_secrets, secret_key_for
-from tests.unit.test_models import MINIMAL_SINKS, MINIMAL_SOURCES, body
+from tests.unit.test_models import GOLDEN, MINIMAL_SINKS, MINIMAL_SOURCES, body
 
 
 def with_inline_secrets() -> dict[str, Any]:
@@ -126,3 +129,23 @@ def test_from_resource_reports_spec_errors_with_paths() -> None:
     with pytest.raises(ValidationError) as exc:
         connector_from_resource(cr)
     assert exc.value.errors()[0]["loc"] == ("source",)
+
+
+def test_seed_example_becomes_this_custom_resource_and_secret() -> None:
+    """Golden: what the REST API stores for the reference's example body (with a server-chosen id).
+
+    Regenerate with ``SLUICE_UPDATE_GOLDEN=1`` after an intended change, and review the diff.
+    """
+    request = json.loads((GOLDEN / "seed_create_request.json").read_text())
+    connector = Connector.model_validate({**request, "id": "c-7f3a9b2e"})
+    stored, secret_data = extract_secrets(connector, "c-7f3a9b2e-credentials")
+    rendered = {
+        "connector": connector_to_resource(stored, "sluice"),
+        "secret_data": secret_data,
+    }
+    golden = GOLDEN / "seed_connector_resource.yaml"
+    text = yaml.safe_dump(rendered, sort_keys=False, width=120)
+    if os.environ.get("SLUICE_UPDATE_GOLDEN") == "1":
+        golden.write_text(text)
+    assert text == golden.read_text(), "golden differs; rerun with SLUICE_UPDATE_GOLDEN=1 if the change is intended"
+    assert "pa$$word" not in yaml.safe_dump(rendered["connector"])
