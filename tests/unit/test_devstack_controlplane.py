@@ -149,3 +149,43 @@ def test_start_without_binaries_says_how_to_build_them(tmp_path: Path) -> None:
     assert not plane.processes
     with pytest.raises(ControlPlaneError, match="not been started"):
         _ = plane.server_url
+
+
+_PARENT = (
+    "import sys, time\n"
+    "from pathlib import Path\n"
+    "from sluice.devstack.processes import ManagedProcess\n"
+    "p = ManagedProcess('sleeper', ['/bin/sleep', '120'], Path(sys.argv[1]))\n"
+    "p.start(tie_to_parent=True)\n"
+    "print(p.pid, flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+def test_children_die_with_a_killed_parent(tmp_path: Path) -> None:
+    """kill -9 of the test session must not leave etcd and friends running: they get the parent-death signal."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT, str(tmp_path / "sleeper.log")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={"PYTHONPATH": str(REPO_ROOT / "src")},
+    )
+    assert parent.stdout is not None
+    child_pid = int(parent.stdout.readline())
+    child = ManagedProcess.attach("sleeper", ["/bin/sleep"], tmp_path / "sleeper.log", child_pid)
+    assert child.alive()
+    parent.kill()
+    parent.wait(10)
+    assert child.wait(10), "the child outlived its SIGKILLed parent"
+
+
+def test_missing_binaries_skip_locally_but_fail_under_ci(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from tests.support.cluster import require_k8s_binaries
+
+    monkeypatch.setenv("SLUICE_K8S_BIN_DIR", str(tmp_path))
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=re.escape("hack/build-k8s.sh")):
+        require_k8s_binaries()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="required under CI"):
+        require_k8s_binaries()

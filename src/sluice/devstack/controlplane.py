@@ -80,6 +80,7 @@ _APISERVER_NAMES = (
     "kubernetes.default.svc.cluster.local",
 )
 _STATE_FILE = "state.json"
+_ETCD_HEALTHY = b'"health":"true"'
 
 
 class ControlPlaneError(SluiceError):
@@ -146,6 +147,7 @@ class ControlPlane:
         self._progress = progress or log.info
         self._extra_apiserver_args = list(extra_apiserver_args)
         self.processes: list[ManagedProcess] = []
+        self._health_urls: dict[str, str] = {}
         self._server_url: str | None = None
         self._kubectl_path: Path | None = None
         self._ca: CertificateAuthority | None = None
@@ -206,16 +208,26 @@ class ControlPlane:
         deadline = began + timeout
         binaries = find_binaries(self._bin_dir)
         self._kubectl_path = binaries["kubectl"]
-        self._prepare_work_dir()
-        self._progress(f"control plane {K8S_VERSION}: starting in {self.work_dir}")
-        if not self._detach:
-            atexit.register(self.stop)
-            self._atexit_registered = True
-        try:
-            self._start(binaries, began, deadline)
-        except BaseException:
-            self.stop()
-            raise
+        attempts = 3
+        for attempt in range(1, attempts + 1):
+            self._prepare_work_dir()
+            self._progress(f"control plane {K8S_VERSION}: starting in {self.work_dir}")
+            if not self._detach:
+                atexit.register(self.stop)
+                self._atexit_registered = True
+            try:
+                self._start(binaries, began, deadline)
+                break
+            except ControlPlaneError as err:
+                self.stop()
+                # Free ports are picked before the components bind them; another process may win the race.
+                if attempt < attempts and "address already in use" in err.message:
+                    self._progress("  a port was taken meanwhile; starting again on other ports")
+                    continue
+                raise
+            except BaseException:
+                self.stop()
+                raise
         self._write_state()
         self._progress(f"control plane ready in {time.monotonic() - began:.1f}s: {self.server_url}")
         return self
@@ -292,8 +304,14 @@ class ControlPlane:
         apiserver_args += self._extra_apiserver_args
         apiserver = self._spawn("kube-apiserver", binaries["kube-apiserver"], *apiserver_args)
 
-        self._wait_http("etcd", etcd, f"{etcd_url}/health", deadline, began, expect=b'"health":"true"')
-        self._wait_http("kube-apiserver", apiserver, f"{self.server_url}/readyz", deadline, began)
+        self._health_urls = {
+            "etcd": f"{etcd_url}/health",
+            "kube-apiserver": f"{self.server_url}/readyz",
+            "kube-controller-manager": f"https://127.0.0.1:{kcm_port}/healthz",
+            "kube-scheduler": f"https://127.0.0.1:{sched_port}/healthz",
+        }
+        self._wait_http("etcd", etcd, self._health_urls["etcd"], deadline, began, expect=_ETCD_HEALTHY)
+        self._wait_http("kube-apiserver", apiserver, self._health_urls["kube-apiserver"], deadline, began)
 
         # Started only now: both read the apiserver's authentication ConfigMap while they start and give up
         # if the apiserver is not there yet.
@@ -333,8 +351,8 @@ class ControlPlane:
             f"--client-ca-file={self.ca_cert_path}",
             "--leader-elect=false",
         )
-        self._wait_http("kube-controller-manager", kcm, f"https://127.0.0.1:{kcm_port}/healthz", deadline, began)
-        self._wait_http("kube-scheduler", scheduler, f"https://127.0.0.1:{sched_port}/healthz", deadline, began)
+        self._wait_http("kube-controller-manager", kcm, self._health_urls["kube-controller-manager"], deadline, began)
+        self._wait_http("kube-scheduler", scheduler, self._health_urls["kube-scheduler"], deadline, began)
         # The service-account controller (running under its own token) creating `default` proves the controller
         # manager can authenticate and is authorized; until then pods would be refused by admission.
         self._wait_http(
@@ -471,7 +489,14 @@ class ControlPlane:
             "server": self.server_url,
             "kubeconfig": str(self.kubeconfig_path),
             "components": [
-                {"name": p.name, "pid": p.pid, "argv": p.argv, "log": str(p.log_path)} for p in self.processes
+                {
+                    "name": p.name,
+                    "pid": p.pid,
+                    "argv": p.argv,
+                    "log": str(p.log_path),
+                    "health": self._health_urls.get(p.name),
+                }
+                for p in self.processes
             ],
         }
         (self.work_dir / _STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
@@ -489,19 +514,25 @@ class ControlPlane:
         plane.processes = [
             ManagedProcess.attach(c["name"], c["argv"], Path(c["log"]), int(c["pid"])) for c in state["components"]
         ]
+        plane._health_urls = {c["name"]: c["health"] for c in state["components"] if c.get("health")}
         return plane
 
     def health(self) -> dict[str, str]:
-        """Each component's state in one word-ish phrase: ``ok``, ``exited`` or what its health check said."""
+        """Each component's state: ``ok`` (its health endpoint says so), ``exited``, or what went wrong."""
         out: dict[str, str] = {}
         for proc in self.processes:
-            out[proc.name] = "running" if proc.alive() else "exited"
-        if out.get("kube-apiserver") == "running":
-            try:
-                status, body = self._get(f"{self.server_url}/readyz")
-                out["kube-apiserver"] = "ok" if status == 200 else f"HTTP {status}: {body[:200]!r}"
-            except (OSError, ssl.SSLError) as err:
-                out["kube-apiserver"] = f"unreachable: {err}"
+            url = self._health_urls.get(proc.name)
+            if not proc.alive():
+                out[proc.name] = "exited"
+            elif url is None:
+                out[proc.name] = "running"
+            else:
+                try:
+                    status, body = self._get(url)
+                    healthy = status == 200 and (proc.name != "etcd" or _ETCD_HEALTHY in body)
+                    out[proc.name] = "ok" if healthy else f"HTTP {status}: {body[:200]!r}"
+                except (OSError, ssl.SSLError) as err:
+                    out[proc.name] = f"unreachable: {err}"
         return out
 
     # --------------------------------------------------------------------------------- using the cluster
@@ -662,7 +693,7 @@ def _cmd_up(root: Path, timeout: float) -> int:
     running = ControlPlane.attach(work_dir, progress=_print)
     if running is not None:
         health = running.health()
-        if all(v in ("ok", "running") for v in health.values()):
+        if all(v == "ok" for v in health.values()):
             _print(f"control plane already running: {running.server_url}")
             _print(f"export KUBECONFIG={kubeconfig}")
             return 0
@@ -701,7 +732,7 @@ def _cmd_status(root: Path) -> int:
     print(f"server: {plane.server_url}\nkubeconfig: {root / 'kubeconfig'}")
     for name, state in health.items():
         print(f"{name}: {state}")
-    return 0 if all(v in ("ok", "running") for v in health.values()) else 1
+    return 0 if all(v == "ok" for v in health.values()) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
