@@ -45,6 +45,7 @@ def seed_on_failure(seed: int, log: list[str]) -> Iterator[None]:
     print(f"crash trial seed={seed} (replay: SLUICE_CRASH_SEED={BASE_SEED})")
     try:
         yield
+        print("events:\n  " + "\n  ".join(log))  # shown with -s or -rP: where the time of a trial goes
     except BaseException as exc:
         exc.add_note(f"crash trial seed={seed}; replay with SLUICE_CRASH_SEED={BASE_SEED}")
         exc.add_note("events:\n  " + "\n  ".join(log))
@@ -126,6 +127,7 @@ class Writer:
                             with conn.transaction():
                                 for _ in range(rng.randint(1, 4)):
                                     self._statement(conn, rng)
+                                self._maybe_bulk(conn, rng)
                             self.committed += 1
                             time.sleep(rng.uniform(*self.pause))
                 except psycopg.OperationalError:
@@ -168,14 +170,16 @@ class Writer:
                 "ON CONFLICT (id) DO UPDATE SET tag = excluded.tag, doc = excluded.doc",
                 (item, f"t{rng.randrange(100)}", Jsonb({"v": rng.random(), "k": [1, 2]})),
             )
-        elif op < 0.97:
+        else:
             conn.execute("DELETE FROM items WHERE id = %s", (rng.randint(1, self.items_max),))
-        if op >= 0.97 or rng.random() < self.bulk_probability:
-            # Bigger than logical_decoding_work_mem in the streaming trials: decoded and sent while in progress.
-            lo = rng.randrange(1, max(2, hi - 3000))
+
+    def _maybe_bulk(self, conn: psycopg.Connection[Any], rng: random.Random) -> None:
+        if rng.random() < self.bulk_probability:
+            # Over logical_decoding_work_mem in the streaming trials: decoded and sent while still in progress.
+            lo = rng.randrange(1, max(2, self.next_id - 1000))
             conn.execute(
                 "UPDATE accounts SET balance = balance + 1, updated = now() WHERE id BETWEEN %s AND %s",
-                (lo, lo + 3000),
+                (lo, lo + 1000),
             )
 
 
@@ -281,19 +285,27 @@ def test_kill9_during_streaming(trial: int, source_db: PgDatabase, trial_factory
         t = trial_factory(seed, log, limits={"cdc": {"flush_interval_ms": 50, "max_buffer_rows": 500}})
         worker = t.start()
         worker.wait_for_status(in_state("realtime"), timeout=90)
-        writer = Writer(source_db, seed, next_id=5_001, items_max=1000, bulk_probability=0.05).start()
+        t.event("worker streaming")
+        writer = Writer(source_db, seed, next_id=5_001, items_max=1000, bulk_probability=0.03).start()
         try:
             for _ in range(KILLS_PER_STREAMING_TRIAL):
                 writer.wait_commits(10)
-                time.sleep(t.rng.uniform(0.05, 1.5))  # the random instant of the crash
+                time.sleep(t.rng.uniform(0.05, 1.0))  # the random instant of the crash
                 t.kill(worker)
                 worker = t.start()
                 worker.wait_for_status(in_state("realtime"), timeout=90)
+                t.event("worker streaming again")
             writer.wait_commits(20)
         finally:
             writer.stop()
         t.event(f"writer stopped after {writer.committed} transactions")
         t.converge(worker)
+        streamed = source_db.instance.execute(
+            "SELECT coalesce(sum(stream_txns), 0), coalesce(sum(spill_txns), 0) FROM pg_stat_replication_slots s "
+            "JOIN pg_replication_slots r USING (slot_name) WHERE r.database = %s",
+            (source_db.name,),
+        )
+        t.event(f"slot statistics: streamed in-progress transactions, spilled transactions = {streamed[0]}")
         t.shutdown(worker)
 
 
