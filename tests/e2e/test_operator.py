@@ -116,3 +116,208 @@ def test_sample_applied_with_kubectl_replicates_and_streams(
     # least privilege: the worker's Role names only its own Connector
     role = _get(control_plane, namespace, "role", "orders-worker")
     assert role is not None and all(r["resourceNames"] == ["orders"] for r in role["rules"])
+
+
+def _unique(prefix: str) -> str:
+    import secrets
+
+    return f"{prefix}-{secrets.token_hex(3)}"
+
+
+def _worker_pod(control_plane: ControlPlane, namespace: str, name: str) -> dict[str, Any] | None:
+    return _get(control_plane, namespace, "pod", f"{name}-worker-0")
+
+
+def _start(
+    control_plane: ControlPlane, namespace: str, source: PgDatabase, sink: PgDatabase, name: str, **options: Any
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        secret_resource(f"{name}-creds", source, sink),
+        connector_resource(name, source, sink, f"{name}-creds", **options),
+    )
+
+
+def test_spec_edit_rolls_the_worker_with_nothing_lost(
+    control_plane: ControlPlane,
+    process_node: ProcessNode,
+    sluice_operator: OperatorProcess,
+    namespace: str,
+    source_db: PgDatabase,
+    sink_db: PgDatabase,
+) -> None:
+    name = _unique("edit")
+    _seed(source_db)
+    _start(control_plane, namespace, source_db, sink_db, name)
+    _wait_streaming(control_plane, process_node, sluice_operator, namespace, name)
+    before = _worker_pod(control_plane, namespace, name)
+    assert before is not None
+    source_db.execute("INSERT INTO orders SELECT g, 'before-edit', 1 FROM generate_series(101, 200) g")
+    control_plane.kubectl(
+        "patch",
+        "connector",
+        name,
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"limits": {"cdc": {"flush_interval_ms": 100}}}}),
+    )
+    # writes continue while the pod is replaced
+    source_db.execute("INSERT INTO orders SELECT g, 'during-edit', 2 FROM generate_series(201, 300) g")
+
+    def rolled() -> dict[str, Any] | None:
+        pod = _worker_pod(control_plane, namespace, name)
+        if pod is None or pod["metadata"]["uid"] == before["metadata"]["uid"]:
+            return None
+        return pod if pod["status"].get("phase") == "Running" else None
+
+    after = poll(
+        rolled,
+        timeout=90,
+        message="a new worker pod after the spec edit",
+        describe=lambda: _describe(control_plane, process_node, sluice_operator, namespace, name),
+    )
+    config_hash = "sluice.dev/config-hash"
+    assert after["metadata"]["annotations"][config_hash] != before["metadata"]["annotations"][config_hash]
+    source_db.execute("INSERT INTO orders SELECT g, 'after-edit', 3 FROM generate_series(301, 400) g")
+    wait_tables_equal(source_db, sink_db, TABLES, timeout=90)
+    status = _wait_streaming(control_plane, process_node, sluice_operator, namespace, name)
+    assert status["observedGeneration"] == 2
+    assert sink_db.scalar("SELECT count(*) FROM orders") == 400
+
+
+def test_disable_then_enable_loses_nothing(
+    control_plane: ControlPlane,
+    process_node: ProcessNode,
+    sluice_operator: OperatorProcess,
+    namespace: str,
+    source_db: PgDatabase,
+    sink_db: PgDatabase,
+) -> None:
+    name = _unique("pause")
+    _seed(source_db)
+    _start(control_plane, namespace, source_db, sink_db, name)
+    _wait_streaming(control_plane, process_node, sluice_operator, namespace, name)
+    control_plane.kubectl(
+        "patch", "connector", name, "-n", namespace, "--type=merge", "-p", '{"spec": {"disabled": true}}'
+    )
+    poll(lambda: _worker_pod(control_plane, namespace, name) is None, timeout=60, message="worker pod gone")
+    source_db.execute("INSERT INTO orders SELECT g, 'while-disabled', 1 FROM generate_series(101, 300) g")
+
+    def disabled() -> dict[str, Any] | None:
+        status = _status(control_plane, namespace, name)
+        wal = _condition(status, "WalRetained")
+        ok = status.get("state") == "disabled" and wal.get("status") == "True" and "behind" in wal.get("message", "")
+        return status if ok else None
+
+    status = poll(
+        disabled,
+        timeout=60,
+        message="state disabled with WalRetained",
+        describe=lambda: _describe(control_plane, process_node, sluice_operator, namespace, name),
+    )
+    assert _condition(status, "Ready")["status"] == "False"
+    assert "slot" in _condition(status, "WalRetained")["message"]
+    # the slot is kept on the source
+    slot = f"sluice_{name.replace('-', '_')}"
+    assert source_db.scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (slot,)) == 1
+    control_plane.kubectl(
+        "patch", "connector", name, "-n", namespace, "--type=merge", "-p", '{"spec": {"disabled": false}}'
+    )
+    wait_tables_equal(source_db, sink_db, TABLES, timeout=90)
+    _wait_streaming(control_plane, process_node, sluice_operator, namespace, name)
+    assert sink_db.scalar("SELECT count(*) FROM orders") == 300
+
+
+def test_killed_worker_is_restarted_with_nothing_lost(
+    control_plane: ControlPlane,
+    process_node: ProcessNode,
+    sluice_operator: OperatorProcess,
+    namespace: str,
+    source_db: PgDatabase,
+    sink_db: PgDatabase,
+) -> None:
+    import os
+    import signal
+
+    name = _unique("kill")
+    _seed(source_db)
+    _start(control_plane, namespace, source_db, sink_db, name)
+    _wait_streaming(control_plane, process_node, sluice_operator, namespace, name)
+    pod = _worker_pod(control_plane, namespace, name)
+    assert pod is not None
+    (cs,) = pod["status"]["containerStatuses"]
+    pid = int(cs["containerID"].removeprefix("process://"))
+    os.killpg(pid, signal.SIGKILL)
+    source_db.execute("INSERT INTO orders SELECT g, 'after-kill', 1 FROM generate_series(101, 250) g")
+
+    def restarted() -> dict[str, Any] | None:
+        status = _status(control_plane, namespace, name)
+        return status if (status.get("restarts") or 0) >= 1 and status.get("last_restart_time") else None
+
+    poll(
+        restarted,
+        timeout=60,
+        message="restart recorded in status",
+        describe=lambda: _describe(control_plane, process_node, sluice_operator, namespace, name),
+    )
+    wait_tables_equal(source_db, sink_db, TABLES, timeout=90)
+    _wait_streaming(control_plane, process_node, sluice_operator, namespace, name)
+    assert sink_db.scalar("SELECT count(*) FROM orders") == 250
+    pod = _worker_pod(control_plane, namespace, name)
+    assert pod is not None and pod["status"]["containerStatuses"][0]["restartCount"] >= 1
+
+
+def test_delete_removes_slot_publication_pods_and_secrets(
+    control_plane: ControlPlane,
+    process_node: ProcessNode,
+    sluice_operator: OperatorProcess,
+    namespace: str,
+    source_db: PgDatabase,
+    sink_db: PgDatabase,
+) -> None:
+    name = _unique("gone")
+    slot = f"sluice_{name.replace('-', '_')}"
+    _seed(source_db)
+    _start(control_plane, namespace, source_db, sink_db, name)
+    _wait_streaming(control_plane, process_node, sluice_operator, namespace, name)
+    assert source_db.scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (slot,)) == 1
+    assert source_db.scalar("SELECT count(*) FROM pg_publication WHERE pubname = %s", (slot,)) == 1
+    control_plane.kubectl("delete", "connector", name, "-n", namespace, "--timeout=90s")
+    assert source_db.scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (slot,)) == 0
+    assert source_db.scalar("SELECT count(*) FROM pg_publication WHERE pubname = %s", (slot,)) == 0
+
+    def children_gone() -> bool:
+        for kind, child in (
+            ("pod", f"{name}-worker-0"),
+            ("statefulset", f"{name}-worker"),
+            ("secret", f"{name}-worker-config"),
+            ("role", f"{name}-worker"),
+            ("serviceaccount", f"{name}-worker"),
+        ):
+            if _get(control_plane, namespace, kind, child) is not None:
+                return False
+        return True
+
+    poll(children_gone, timeout=60, message="children garbage-collected")
+
+
+def test_user_publication_is_kept_on_delete(
+    control_plane: ControlPlane,
+    process_node: ProcessNode,
+    sluice_operator: OperatorProcess,
+    namespace: str,
+    source_db: PgDatabase,
+    sink_db: PgDatabase,
+) -> None:
+    name = _unique("mypub")
+    _seed(source_db)
+    source_db.execute("CREATE PUBLICATION users_pub FOR TABLE orders")
+    _start(control_plane, namespace, source_db, sink_db, name, publication_name="users_pub")
+    _wait_streaming(control_plane, process_node, sluice_operator, namespace, name)
+    control_plane.kubectl("delete", "connector", name, "-n", namespace, "--timeout=90s")
+    slot = f"sluice_{name.replace('-', '_')}"
+    assert source_db.scalar("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (slot,)) == 0
+    assert source_db.scalar("SELECT count(*) FROM pg_publication WHERE pubname = 'users_pub'") == 1
