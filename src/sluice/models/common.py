@@ -55,21 +55,18 @@ DNS_LABEL_RULE = (
     "a DNS-1123 label: at most 63 characters, only lowercase letters a-z, digits 0-9 and '-', "
     "starting and ending with a letter or digit (e.g. 'orders-to-warehouse')"
 )
+# fullmatch, not match: "$" would accept a trailing newline.
 _DNS_LABEL_RE = re.compile(DNS_LABEL_PATTERN)
 
 
 def validate_dns_label(value: str) -> str:
     """Check that ``value`` can be a Kubernetes object name; the error states the rule and a valid example."""
-    if not value or len(value) > DNS_LABEL_MAX_LENGTH or not _DNS_LABEL_RE.match(value):
+    if not value or len(value) > DNS_LABEL_MAX_LENGTH or not _DNS_LABEL_RE.fullmatch(value):
         # Messages are formatted here (no context dict): pydantic would otherwise re-interpret braces.
         raise PydanticCustomError(
             "dns_label", f"{value[:80]!r} is not a valid connector id: it must be {DNS_LABEL_RULE}"
         )
     return value
-
-
-def _check_dns_label(value: str) -> str:
-    return validate_dns_label(value)
 
 
 def _serialize_secret(value: SecretStr, info: SerializationInfo) -> str | SecretStr:
@@ -101,7 +98,7 @@ NonEmptyStr = Annotated[str, Field(min_length=1)]
 #: A Kubernetes object name usable as a connector id.
 DnsLabel = Annotated[
     str,
-    AfterValidator(_check_dns_label),
+    AfterValidator(validate_dns_label),
     Field(json_schema_extra={"pattern": DNS_LABEL_PATTERN, "minLength": 1, "maxLength": DNS_LABEL_MAX_LENGTH}),
 ]
 
