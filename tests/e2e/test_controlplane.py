@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sluice.devstack import K8S_VERSION, ControlPlane
+from sluice.devstack import K8S_VERSION, ControlPlane, controlplane
 from sluice.devstack.binaries import BINARIES, find_binaries
 from tests.support.cluster import REPO_ROOT, get_json, poll, require_k8s_binaries
 
@@ -290,3 +291,28 @@ def _python_for_nobody() -> str:
         if probe.returncode == 0:
             return candidate
     pytest.skip("no Python interpreter with cryptography and PyYAML is usable by the nobody user")
+
+
+def test_start_survives_losing_a_port_race(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port picked as free but taken before etcd binds it costs a retry, not a failed session."""
+    require_k8s_binaries()
+    real_free_ports = controlplane._free_ports
+    calls: list[list[int]] = []
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+
+        def ports_with_one_taken(count: int) -> list[int]:
+            ports = real_free_ports(count)
+            if not calls:
+                ports[0] = taken  # etcd's client port
+            calls.append(ports)
+            return ports
+
+        monkeypatch.setattr(controlplane, "_free_ports", ports_with_one_taken)
+        lines: list[str] = []
+        with ControlPlane(tmp_path / "cp", progress=lines.append) as plane:
+            assert plane.health()["kube-apiserver"] == "ok"
+    assert len(calls) == 2
+    assert any("port was taken" in line for line in lines), lines

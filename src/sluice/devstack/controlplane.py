@@ -126,6 +126,13 @@ class ControlPlane:
     Use as a context manager or call :meth:`start` / :meth:`stop`. Started from a test session, the components
     die with the Python process even on ``kill -9`` (see ``processes.py``); with ``detach=True`` (the CLI) they
     outlive it and :meth:`attach` finds them again through ``state.json``.
+
+    - ``bin_dir``: where the binaries are (default: :func:`sluice.devstack.binaries.bin_dir`).
+    - ``static_users``: user name -> groups; each gets a random bearer token (``--token-auth-file``), read back
+      with :meth:`static_token`.
+    - ``controllers``: kube-controller-manager's ``--controllers`` (``*`` = every controller that is on by
+      default), e.g. ``"*,-node-lifecycle-controller"`` for a cluster whose nodes never heart-beat.
+    - ``progress``: receives one line per startup step (default: this module's logger at INFO).
     """
 
     def __init__(
@@ -219,14 +226,16 @@ class ControlPlane:
                 self._start(binaries, began, deadline)
                 break
             except ControlPlaneError as err:
-                self.stop()
+                # Short grace: a half-started apiserver ignores SIGTERM until its signal handler is installed,
+                # and nothing of a failed start is worth waiting for.
+                self.stop(grace=2.0)
                 # Free ports are picked before the components bind them; another process may win the race.
                 if attempt < attempts and "address already in use" in err.message:
                     self._progress("  a port was taken meanwhile; starting again on other ports")
                     continue
                 raise
             except BaseException:
-                self.stop()
+                self.stop(grace=2.0)
                 raise
         self._write_state()
         self._progress(f"control plane ready in {time.monotonic() - began:.1f}s: {self.server_url}")
@@ -366,6 +375,7 @@ class ControlPlane:
     def _write_pki(self) -> dict[str, tuple[Path, Path]]:
         ca = CertificateAuthority(self.pki_dir)
         self._ca = ca
+        self._ssl_context = None  # trusted the previous attempt's CA
         out: dict[str, tuple[Path, Path]] = {}
         api = ca.serving("apiserver", dns_names=_APISERVER_NAMES, ip_addresses=("127.0.0.1", KUBERNETES_SERVICE_IP))
         out["apiserver"] = (api.cert_path, api.key_path)
