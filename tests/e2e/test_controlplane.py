@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sluice.devstack import K8S_VERSION, ControlPlane, controlplane
+from sluice.devstack import K8S_VERSION, ControlPlane, ControlPlaneError, controlplane
 from sluice.devstack.binaries import BINARIES, find_binaries
 from tests.support.cluster import REPO_ROOT, get_json, poll, require_k8s_binaries
 
@@ -316,3 +316,15 @@ def test_start_survives_losing_a_port_race(tmp_path: Path, monkeypatch: pytest.M
             assert plane.health()["kube-apiserver"] == "ok"
     assert len(calls) == 2
     assert any("port was taken" in line for line in lines), lines
+
+
+def test_a_failing_component_is_named_with_its_log(tmp_path: Path) -> None:
+    require_k8s_binaries()
+    plane = ControlPlane(tmp_path / "cp", extra_apiserver_args=["--no-such-flag=1"])
+    with pytest.raises(ControlPlaneError) as info:
+        plane.start(timeout=60)
+    message = info.value.message
+    assert message.startswith("kube-apiserver exited with status"), message
+    assert "unknown flag: --no-such-flag" in message  # the tail of kube-apiserver.log
+    assert str(tmp_path / "cp" / "logs" / "kube-apiserver.log") in message
+    assert plane.processes == []  # etcd was stopped again
