@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -10,7 +9,7 @@ import pytest
 import yaml
 
 from sluice.devstack.postgres import PostgresInstance
-from tests.support.pg import PgDatabase, table_diff
+from tests.support.pg import PgDatabase, require_postgres, table_diff
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +45,8 @@ def test_fresh_databases_per_test(source_db: PgDatabase, sink_db: PgDatabase) ->
     assert source_db.psql("SELECT current_database();") == source_db.name
 
 
-def test_restart_and_kill_keep_committed_data(tmp_path: Path) -> None:
+def test_restart_and_kill_keep_committed_data() -> None:
+    require_postgres()
     pg = PostgresInstance(name="harness", fast=False)
     with pg:
         pg.execute("CREATE TABLE t (id int PRIMARY KEY)")
