@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,19 @@ def test_auth_mode_without_token_is_401(unreachable_kubeconfig: str) -> None:
         r = c.post("/api/v1/connectors", json=BODY)
     assert r.status_code == 401
     assert r.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_no_auth_mode_repeats_the_warning(unreachable_kubeconfig: str, caplog: pytest.LogCaptureFixture) -> None:
+    app = create_app(
+        ApiSettings(kubeconfig=unreachable_kubeconfig, no_auth=True, no_auth_warning_interval_seconds=0.05)
+    )
+
+    def warnings() -> int:
+        return sum(1 for r in caplog.records if r.levelno == logging.WARNING and r.getMessage() == NO_AUTH_WARNING)
+
+    with caplog.at_level(logging.WARNING), TestClient(app) as c:
+        deadline = time.monotonic() + 10
+        while warnings() < 3 and time.monotonic() < deadline:
+            c.get("/healthz")  # lets the event loop run the periodic task
+            time.sleep(0.05)
+    assert warnings() >= 3

@@ -100,3 +100,9 @@ def test_identity_changes_refuses_kind_host_port_database(new_source: dict[str, 
 def test_identity_changes_on_the_sink_too() -> None:
     problems = identity_changes({"source": _pg(), "sink": _pg()}, {"source": _pg(), "sink": _pg(host="x")})
     assert [p.as_dict()["field"] for p in problems] == ["sink.postgres.connection.host"]
+
+
+def test_identity_changes_tolerates_odd_stored_specs() -> None:
+    assert identity_changes({"source": {"postgres": "x"}}, {"source": _pg()}) == []
+    assert identity_changes({"source": {"postgres": {"connection": 1}}}, {"source": _pg()}) == []
+    assert identity_changes({}, {"source": _pg()}) == []

@@ -86,8 +86,10 @@ def identity_changes(old: dict[str, Any], new: dict[str, Any]) -> list[ErrorDeta
                 )
             )
             continue
-        old_conn = (old[side][old_kind] or {}).get("connection") or {}
-        new_conn = (new[side][new_kind] or {}).get("connection") or {}
+        old_conf, new_conf = old[side][old_kind], new[side][new_kind]
+        if not isinstance(old_conf, dict) or not isinstance(new_conf, dict):
+            continue
+        old_conn, new_conn = old_conf.get("connection") or {}, new_conf.get("connection") or {}
         if not isinstance(old_conn, dict) or not isinstance(new_conn, dict):
             continue
         for field in IDENTITY_FIELDS:
