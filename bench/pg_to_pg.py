@@ -638,6 +638,8 @@ def render(results: list[PeerResult], args: argparse.Namespace, pg_version: str)
         f"same servers and settings for every peer (fast={args.fast}: fsync/synchronous_commit/full_page_writes "
         f"{'off' if args.fast else 'on'})",
         f"- latency: {args.latency_commits} single-row commits, one every {args.latency_interval_ms} ms",
+        f"- load average at the end (1/5/15 min): {' / '.join(f'{x:.2f}' for x in os.getloadavg())} "
+        "(other work on the machine skews all peers; compare ratios, rerun when it is high)",
         f"- git: {git_describe()}",
         "",
         *lines,

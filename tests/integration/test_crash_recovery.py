@@ -333,5 +333,7 @@ def test_source_restart_within_retry_window(
         finally:
             writer.stop()
         assert worker.returncode is None, f"worker exited instead of retrying\n{worker.output_tail()}"
+        retries = [s for s in worker.statuses() if s.get("status") == "retry"]
+        t.event(f"{len(retries)} retry status lines")
         t.converge(worker)
         t.shutdown(worker)
