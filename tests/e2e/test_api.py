@@ -398,3 +398,42 @@ def test_missing_namespace_is_404(api: TestClient, editor: Headers, control_plan
     r = api.post("/api/v1/connectors", params={"namespace": "no-such-ns"}, json=SEED_BODY, headers=admin)
     assert r.status_code == 404, r.text
     assert 'namespace "no-such-ns"' in r.json()["message"]
+
+
+def test_replace_with_own_references_drops_the_managed_secret(
+    api: TestClient, control_plane: ControlPlane, namespace: str, editor: Headers, api_objects: Objects
+) -> None:
+    ns = {"namespace": namespace}
+    assert api.post("/api/v1/connectors/r1", params=ns, json=SEED_BODY, headers=editor).status_code == 201
+    control_plane.kubectl("create", "secret", "generic", "my-creds", "--from-literal=pw=theirs", "-n", namespace)
+    own = body()
+    for side in ("source", "sink"):
+        conn = own[side]["postgres"]["connection"]
+        del conn["password"]
+        conn["password_secret_ref"] = {"name": "my-creds", "key": "pw"}
+    r = api.post("/api/v1/connectors/r1", params=ns, json=own, headers=editor)
+    assert r.status_code == 200, r.text
+    assert r.json()["connector"]["sink"]["postgres"]["connection"]["password_secret_ref"]["name"] == "my-creds"
+    assert api_objects() == {"connectors": ["r1"], "secrets": ["my-creds"]}
+    assert secret_values(control_plane, namespace, "my-creds") == {"pw": "theirs"}
+
+
+def test_leftover_managed_secret_is_adopted(
+    api: TestClient, control_plane: ControlPlane, namespace: str, editor: Headers
+) -> None:
+    # What a deleted connector of the same name leaves until the garbage collector runs.
+    control_plane.kubectl(
+        "create", "secret", "generic", "again-credentials", "--from-literal=old=value", "-n", namespace
+    )
+    control_plane.kubectl(
+        "label", "secret", "again-credentials", "app.kubernetes.io/managed-by=sluice-api", "-n", namespace
+    )
+    r = api.post("/api/v1/connectors/again", params={"namespace": namespace}, json=SEED_BODY, headers=editor)
+    assert r.status_code == 201, r.text
+    uid = get_json(control_plane, "connector", "again", "-n", namespace)["metadata"]["uid"]
+    secret = get_json(control_plane, "secret", "again-credentials", "-n", namespace)
+    assert [o["uid"] for o in secret["metadata"]["ownerReferences"]] == [uid]
+    assert set(secret_values(control_plane, namespace, "again-credentials")) == {
+        "source.postgres.connection.password",
+        "sink.postgres.connection.password",
+    }

@@ -236,7 +236,9 @@ class ConnectorService:
                 fix="Send those credentials inline (they will be stored there), or refer to another Secret.",
             )
         data = {k: v for k, v in previous_data.items() if k in keep} | inline
-        owned = previous is not None and _is_ours(previous)
+        # A Secret of ours still owned by an earlier connector of the same name would be garbage-collected:
+        # rewrite it with this connector as owner even when its data is unchanged.
+        owned = previous is not None and _is_ours(previous) and cr["metadata"]["uid"] in previous.owner_uids
         wrote = False
         if data and (not owned or data != previous_data):
             self._put_secret(namespace, sname, connector.id, data, owner=_owner(cr), previous=previous, adopt=False)
@@ -250,7 +252,7 @@ class ConnectorService:
             if wrote:
                 self._restore_secret(namespace, sname, previous, owner=_owner(cr))
             raise
-        if not data and owned:
+        if not data and previous is not None and _is_ours(previous):
             with contextlib.suppress(NotFoundError):
                 self.kube.secrets.delete(namespace, sname)
         log.info('replaced connector "%s/%s"', namespace, connector.id)
