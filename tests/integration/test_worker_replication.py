@@ -59,7 +59,8 @@ CREATE TABLE types (
 TYPE_ROWS = """
 INSERT INTO types VALUES
  ({o}+1, 1, 9223372036854775807, 1234567890.12, 'NaN', 1.5, 3.141592653589793, true, 'plain', 'vc', 'abc',
-  '2024-02-29 12:34:56.789', '2024-02-29 12:34:56.789+05:30', '2024-02-29', '23:59:59', '1 year 2 months 3 days 04:05:06',
+  '2024-02-29 12:34:56.789', '2024-02-29 12:34:56.789+05:30', '2024-02-29', '23:59:59',
+  '1 year 2 months 3 days 04:05:06',
   '{{1,2,NULL}}', '{{"a b","c,d","e\\"f",NULL}}', '{{"k": [1, 2] ,  "ws": true}}', '{{"b": 1, "a": [null]}}',
   'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\\x00ff10', 'happy', '{{sad,ok}}', 5, '10.1.2.3/24', '10.1.0.0/16',
   '08:00:2b:01:02:03', B'1011', '[1,10)', '(1.5,2.5)', 12.34),
@@ -84,7 +85,9 @@ def test_type_matrix_round_trip(
     src_types = sink_types(source_db, "public", "types")
     assert sink_types(sink_db, "public", "types") == src_types
     assert src_types["n"] == "numeric(12,2)" and src_types["tstz"] == "timestamp with time zone"
-    assert sink_db.scalar("SELECT count(*) FROM pg_constraint WHERE contype = 'p' AND conrelid = 'public.types'::regclass")
+    assert sink_db.scalar(
+        "SELECT count(*) FROM pg_constraint WHERE contype = 'p' AND conrelid = 'public.types'::regclass"
+    )
     assert worker.stop() == 0
 
 
@@ -116,7 +119,9 @@ def test_changes_then_restart_exactly_once(
     worker = run_worker(cfg)
     wait_tables_equal(source_db, sink_db, {"acc": ("id",)}, sink_schema="replica")
     applied = sink_db.scalar("SELECT applied_lsn::text FROM sluice.connector_state")
-    slot = source_db.scalar("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE database = current_database()")
+    slot = source_db.scalar(
+        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE database = current_database()"
+    )
     assert applied and slot
     assert worker.stop() == 0
     # An idle source does not retain WAL forever: with no changes for our tables the slot still advances.
@@ -225,8 +230,10 @@ def test_keyless_table_with_replica_identity_full(
 def test_schema_changes_applied_when_allowed(
     source_db: PgDatabase, sink_db: PgDatabase, make_connector_config: MakeConfig, run_worker: RunWorker
 ) -> None:
-    source_db.psql("CREATE TABLE s (id int PRIMARY KEY, a int, b text, c int NOT NULL DEFAULT 0);"
-                   "INSERT INTO s (id, a, b) SELECT g, g, 'x' FROM generate_series(1, 100) g;")
+    source_db.psql(
+        "CREATE TABLE s (id int PRIMARY KEY, a int, b text, c int NOT NULL DEFAULT 0);"
+        "INSERT INTO s (id, a, b) SELECT g, g, 'x' FROM generate_series(1, 100) g;"
+    )
     cfg = make_connector_config(
         migration_strategy={"allowed": ["Add", "Drop", "Datatype", "Nullability"]},
         limits={"cdc": {"flush_interval_ms": 50}},
@@ -251,7 +258,9 @@ def test_schema_change_refused_stops_with_a_clear_condition(
     cfg = make_connector_config(limits={"cdc": {"flush_interval_ms": 50}})
     worker = run_worker(cfg)
     worker.wait_for_status(realtime)
-    source_db.psql("INSERT INTO s VALUES (2, 2); ALTER TABLE s ADD COLUMN extra text; INSERT INTO s VALUES (3, 3, 'e');")
+    source_db.psql(
+        "INSERT INTO s VALUES (2, 2); ALTER TABLE s ADD COLUMN extra text; INSERT INTO s VALUES (3, 3, 'e');"
+    )
     status = worker.wait_for_status(lambda s: s.get("status") == "failed", timeout=60)
     assert worker.wait(30) == 1
     err = status["last_error"]
@@ -271,7 +280,8 @@ def test_snapshot_only_copies_and_exits_zero(
     source_db: PgDatabase, sink_db: PgDatabase, make_connector_config: MakeConfig, run_worker: RunWorker
 ) -> None:
     source_db.psql(
-        "CREATE TABLE a (id int PRIMARY KEY, v text); INSERT INTO a SELECT g, md5(g::text) FROM generate_series(1, 30000) g;"
+        "CREATE TABLE a (id int PRIMARY KEY, v text);"
+        "INSERT INTO a SELECT g, md5(g::text) FROM generate_series(1, 30000) g;"
         "CREATE TABLE b (x int); INSERT INTO b SELECT generate_series(1, 10);"
     )
     cfg = make_connector_config(replication="snapshot", limits={"snapshot": {"max_buffer_rows": 1000}})

@@ -34,7 +34,7 @@ def cstr(s: str) -> bytes:
     return s.encode() + b"\0"
 
 
-def tuple_data(*values: bytes | None | str) -> bytes:
+def tuple_data(*values: bytes | str | None) -> bytes:
     out = i16(len(values))
     for v in values:
         if v is None:

@@ -64,12 +64,9 @@ def _run(args: argparse.Namespace, reporter: Any) -> int:
         reporter.report(status)
         print(json.dumps(exc.as_dict()), file=sys.stderr)
         return 2
-    try:
-        from sluice import logs
+    from sluice import logs
 
-        logs.bind_connector(connector.id)
-    except Exception:  # pragma: no cover
-        pass
+    logs.bind_connector(connector.id)
     if connector.disabled:
         reporter.report(WorkerStatus(connector=connector.id, run_id=str(uuid.uuid4()), state="disabled"))
         return 0

@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 _PG_EPOCH = 946_684_800  # 2000-01-01 in Unix seconds
 _LEN = struct.Struct("!I")
+_ROW_KINDS = frozenset(b"IUD")
 
 #: errors that mean "retry later", not "the spec is wrong"
 #: connection exception, insufficient resources, operator intervention (restart, shutdown), serialization/deadlock
@@ -100,6 +101,10 @@ class _Spill:
                 return
             (n,) = _LEN.unpack(head)
             yield self.file.read(n)
+
+
+def _nullness(not_null: bool) -> str:
+    return "NOT NULL" if not_null else "NULL"
 
 
 class Engine:
@@ -185,6 +190,8 @@ class Engine:
     def _connect_sink(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(**self.snk_kw)
         conn.execute("SET search_path = pg_catalog")
+        # Staging tables are temporary: let a whole batch stay in memory instead of spilling to disk.
+        conn.execute("SET temp_buffers = '128MB'")
         conn.commit()
         return conn
 
@@ -479,6 +486,9 @@ class Engine:
 
     def _handle(self, payload: bytes, stream: ReplicationStream) -> None:
         dec = self._decoder
+        if payload[0] in _ROW_KINDS and not dec.in_stream:
+            self._row_change(po.decode_row_change(payload, False))
+            return
         if dec.in_stream and payload[:1] not in (b"E", b"S"):
             # Part of an in-progress transaction: to disk until its Stream Commit (relations decoded now too).
             if payload[:1] in (b"R", b"Y"):
@@ -505,12 +515,19 @@ class Engine:
             spill = self._spills.pop(msg.xid, None)
             if spill is None:
                 return
+            log.debug("stream commit of xid %d: replaying %d spilled bytes", msg.xid, spill.file.tell())
             try:
                 self._begin(msg.commit_lsn)
                 replay = po.PgOutputDecoder(in_stream=True, relations=dec.relations)
+                aborted = spill.aborted_subxids
                 for raw in spill.replay():
+                    if raw[0] in _ROW_KINDS:
+                        row_change = po.decode_row_change(raw, True)
+                        if row_change[1] not in aborted:
+                            self._row_change(row_change)
+                        continue
                     change = replay.decode(raw)
-                    if getattr(change, "xid", None) in spill.aborted_subxids:
+                    if getattr(change, "xid", None) in aborted:
                         continue
                     self._change(change, stream)
                 self._end(msg.end_lsn, msg.commit_ts)
@@ -574,11 +591,33 @@ class Engine:
             for pending in self._pending.values():
                 self._apply(pending)
 
+    def _row_change(self, change: po.RowChange) -> None:
+        if self._skip_tx:
+            return
+        kind, _xid, oid, _old_kind, old, new = change
+        tc = self._pending.get(oid)
+        if tc is None:
+            tc = self._table_changes(oid)
+            if tc is None:
+                return
+        if kind == 0x49:
+            tc.insert(new)  # type: ignore[arg-type]
+        elif kind == 0x55:
+            tc.update(old, new)  # type: ignore[arg-type]
+        else:
+            tc.delete(old)  # type: ignore[arg-type]
+        self._pending_rows += 1
+        if self._pending_rows >= self.settings.cdc_max_buffer_rows:
+            for pending in self._pending.values():
+                self._apply(pending)
+
     def _apply(self, tc: TableChanges) -> None:
         n = len(tc)
         if not n:
             return
+        started = time.monotonic()
         apply_table_changes(self.snk, tc)
+        log.debug("applied %d changes to %s in %.3fs", n, tc.table.label, time.monotonic() - started)
         self._pending_rows -= n
         self._uncommitted = True
         self.status.rows_applied += n
@@ -641,7 +680,7 @@ class Engine:
                 (rel.namespace, rel.name),
             ).fetchall()
         )
-        changes: list[tuple[str, str, sql.Composable]] = []  # (kind, description, DDL)
+        changes: list[tuple[str, str, sql.Composed]] = []  # (kind, description, DDL)
         t = table.ident
         new_cols: list[SourceColumn] = []
         for c in wanted:
@@ -675,7 +714,7 @@ class Engine:
                 changes.append(
                     (
                         "Nullability",
-                        f"column {c.name} {'NOT NULL' if nn else 'NULL'} (was {'NOT NULL' if old.not_null else 'NULL'})",
+                        f"column {c.name} {_nullness(nn)} (was {_nullness(old.not_null)})",
                         sql.SQL("ALTER TABLE {} ALTER COLUMN {} {} NOT NULL").format(
                             t, ident, sql.SQL("SET" if nn else "DROP")
                         ),

@@ -38,13 +38,18 @@ def _escape(v: bytes) -> bytes:
 
 def encode_copy_row(values: Row) -> bytes:
     """One line of text COPY (no newline); NULL and unchanged-TOAST both become ``\\N``."""
-    out = []
+    if None not in values and UNCHANGED not in values:
+        # Common case: PostgreSQL text never contains NUL, so join on it, check once, then turn NULs into tabs.
+        raw = b"\0".join(values)  # type: ignore[arg-type]
+        if not _NEEDS_ESCAPE(raw):
+            return raw.replace(b"\0", b"\t")
+    out: list[bytes] = []
     for v in values:
         if v.__class__ is bytes:
-            out.append(_escape(v) if _NEEDS_ESCAPE(v) else v)  # type: ignore[arg-type]
+            out.append(_escape(v) if _NEEDS_ESCAPE(v) else v)
         else:
             out.append(_NULL)
-    return b"\t".join(out)  # type: ignore[arg-type]
+    return b"\t".join(out)
 
 
 @dataclass
@@ -61,6 +66,7 @@ class TableChanges:
     def __post_init__(self) -> None:
         names = self.table.column_names
         self.key_pos = [names.index(k) for k in self.table.key]
+        self._single = self.key_pos[0] if len(self.key_pos) == 1 else -1
 
     def _map(self, values: Row) -> Row:
         pos = self.positions
@@ -71,9 +77,13 @@ class TableChanges:
         return row[kp[0]] if len(kp) == 1 else tuple(row[i] for i in kp)
 
     def insert(self, new: Row) -> None:
-        row = self._map(new)
+        pos = self.positions
+        row = new if pos is None else tuple(new[i] for i in pos)
         self.count += 1
-        if self.key_pos:
+        single = self._single
+        if single >= 0:
+            self.keyed[row[single]] = (b"U", row)
+        elif self.key_pos:
             self.keyed[self._key(row)] = (b"U", row)
         else:
             self.keyless.append(("I", None, row))
@@ -113,6 +123,7 @@ class _Statements:
 
     def __init__(self, table: SinkTable, stage: str) -> None:
         cols = table.column_names
+        self.stage_name = stage
         self.stage = sql.Identifier(stage)
         t = table.ident
         ident = sql.Identifier
@@ -134,7 +145,7 @@ class _Statements:
                 sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=ident(c)) for c in non_key)
             )
         else:
-            action = sql.SQL("DO NOTHING")
+            action = sql.Composed([sql.SQL("DO NOTHING")])
         self.upsert = sql.SQL(
             "INSERT INTO {t} ({c}) SELECT {c} FROM {s} WHERE _op = 'U' AND _u IS NULL ON CONFLICT ({k}) {a}"
         ).format(t=t, c=col_list, s=self.stage, k=conflict, a=action)
@@ -167,6 +178,8 @@ def _statements(table: SinkTable) -> _Statements:
 
 
 _FLUSH_BYTES = 1 << 20
+#: (backend pid, stage name) of staging tables that exist; temp tables live as long as their session
+_CREATED_STAGES: set[tuple[int, str]] = set()
 
 
 def apply_table_changes(conn: psycopg.Connection[Any], changes: TableChanges) -> int:
@@ -177,7 +190,10 @@ def apply_table_changes(conn: psycopg.Connection[Any], changes: TableChanges) ->
     st = _statements(table)
     if not changes.key_pos:
         return _apply_keyless(conn, changes, st)
-    conn.execute(st.create_stage)
+    created = (conn.info.backend_pid, st.stage_name)
+    if created not in _CREATED_STAGES:
+        conn.execute(st.create_stage)
+        _CREATED_STAGES.add(created)
     has_delete = False
     has_masked = False
     with conn.cursor().copy(st.copy_stage) as copy:

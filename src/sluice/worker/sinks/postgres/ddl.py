@@ -30,7 +30,7 @@ class SinkTable:
     source: SourceTable
 
     @property
-    def ident(self) -> sql.Composed:
+    def ident(self) -> sql.Identifier:
         return sql.Identifier(self.schema, self.name)
 
     @property

@@ -45,7 +45,7 @@ def _pem_or_path(value: str, what: str) -> str:
     fd, name = tempfile.mkstemp(prefix=f"sluice-{what}-", suffix=".pem")
     with os.fdopen(fd, "w") as fh:
         fh.write(value)
-    os.chmod(name, 0o600)
+    Path(name).chmod(0o600)
     _temp_files.append(Path(name))
     return name
 

@@ -385,3 +385,81 @@ class PgOutputDecoder:
             length = r.i32()
             return LogicalMessage(xid=xid, transactional=bool(flags & 1), lsn=lsn, prefix=prefix, content=r.raw(length))
         raise PgOutputError(f"unknown pgoutput message type {kind!r}")
+
+
+# ---------------------------------------------------------------------------------------------------- hot path
+#
+# Insert/Update/Delete are nearly every message of a busy stream. ``decode_row_change`` parses them with a few
+# struct calls and no objects beyond the value tuples, several times faster than :meth:`PgOutputDecoder.decode`.
+
+_u32_from = _U32.unpack_from
+_i32_from = _I32.unpack_from
+_i16_from = _I16.unpack_from
+
+
+def _tuple_at(buf: bytes, pos: int) -> tuple[tuple[TupleValue, ...], int]:
+    (n,) = _i16_from(buf, pos)
+    pos += 2
+    values: list[TupleValue] = []
+    append = values.append
+    for _ in range(n):
+        kind = buf[pos]
+        pos += 1
+        if kind == 0x74 or kind == 0x62:
+            (length,) = _i32_from(buf, pos)
+            pos += 4
+            end = pos + length
+            if end > len(buf):
+                raise PgOutputError("tuple value truncated")
+            append(buf[pos:end])
+            pos = end
+        elif kind == 0x6E:
+            append(None)
+        elif kind == 0x75:
+            append(UNCHANGED)
+        else:
+            raise PgOutputError(f"unknown tuple value kind {chr(kind)!r}")
+    return tuple(values), pos
+
+
+RowChange = tuple[int, int | None, int, "str | None", "tuple[TupleValue, ...] | None", "tuple[TupleValue, ...] | None"]
+
+
+def decode_row_change(buf: bytes, has_xid: bool) -> RowChange:
+    """(kind byte, xid, relation oid, old kind, old tuple, new tuple) of an 'I', 'U' or 'D' message."""
+    try:
+        kind = buf[0]
+        pos = 1
+        xid: int | None = None
+        if has_xid:
+            (xid,) = _u32_from(buf, pos)
+            pos += 4
+        (oid,) = _u32_from(buf, pos)
+        pos += 4
+        marker = buf[pos]
+        pos += 1
+        if kind == 0x49:  # I
+            if marker != 0x4E:
+                raise PgOutputError("insert: expected 'N'")
+            new, _ = _tuple_at(buf, pos)
+            return kind, xid, oid, None, None, new
+        if kind == 0x55:  # U
+            old_kind: str | None = None
+            old = None
+            if marker == 0x4B or marker == 0x4F:
+                old_kind = chr(marker)
+                old, pos = _tuple_at(buf, pos)
+                marker = buf[pos]
+                pos += 1
+            if marker != 0x4E:
+                raise PgOutputError("update: expected 'N'")
+            new, _ = _tuple_at(buf, pos)
+            return kind, xid, oid, old_kind, old, new
+        if kind == 0x44:  # D
+            if marker != 0x4B and marker != 0x4F:
+                raise PgOutputError("delete: expected 'K' or 'O'")
+            old, _ = _tuple_at(buf, pos)
+            return kind, xid, oid, chr(marker), old, None
+    except (IndexError, struct.error) as exc:
+        raise PgOutputError(f"row change message truncated: {exc}") from exc
+    raise PgOutputError(f"not a row change message: {chr(kind)!r}")

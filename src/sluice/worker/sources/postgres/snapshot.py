@@ -143,7 +143,7 @@ class SnapshotCopier:
         fmt = sql.SQL("(FORMAT binary)" if binary else "")
         cols = sql.SQL(", ").join(sql.Identifier(c) for c in table.column_names)
         schema, _, name = chunk.source_table.partition(".")
-        where = [sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({chunk.lo_page},0)"))]
+        where: list[sql.Composable] = [sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({chunk.lo_page},0)"))]
         if chunk.hi_page is not None:
             where.append(sql.SQL("ctid < {}::tid").format(sql.Literal(f"({chunk.hi_page},0)")))
         if chunk.lo_page == 0 and chunk.hi_page is None:
@@ -153,6 +153,7 @@ class SnapshotCopier:
         )
         with snk.transaction():
             target = table.ident
+            into: sql.Composable
             stage = sql.Identifier(f"sluice_snap_{abs(hash(table.label)) % 10**8}")
             if self.upsert:
                 snk.execute(
