@@ -67,4 +67,6 @@ def test_keyless_keeps_every_change_in_order() -> None:
 
 
 def test_copy_text_escaping() -> None:
-    assert encode_copy_row((b"a\tb", None, b"back\\slash\nnl\r", UNCHANGED)) == b"a\\tb\t\\N\tback\\\\slash\\nnl\\r\t\\N"
+    assert (
+        encode_copy_row((b"a\tb", None, b"back\\slash\nnl\r", UNCHANGED)) == b"a\\tb\t\\N\tback\\\\slash\\nnl\\r\t\\N"
+    )
