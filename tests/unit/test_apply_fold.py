@@ -20,7 +20,8 @@ def test_last_change_per_key_wins() -> None:
     tc.update(None, (b"1", b"y", b"v"))
     tc.insert((b"2", b"z", b"w"))
     tc.delete((b"2", None, None))
-    assert tc.keyed == {b"1": (b"U", (b"1", b"y", b"v")), b"2": (b"D", (b"2", None, None))}
+    # Key 1 was first inserted in this batch: it stays an 'I' (cheap plain-INSERT path in the sink).
+    assert tc.keyed == {b"1": (b"I", (b"1", b"y", b"v")), b"2": (b"D", (b"2", None, None))}
     assert len(tc) == 4
 
 
@@ -38,11 +39,18 @@ def test_key_change_deletes_old_key() -> None:
     assert tc.keyed[b"9"] == (b"U", (b"9", b"a", b"b"))
 
 
+def test_update_of_a_key_not_inserted_in_the_batch_is_an_upsert() -> None:
+    tc = TableChanges(table(["id"]))
+    tc.update(None, (b"5", b"a", b"b"))
+    tc.update(None, (b"5", b"c", UNCHANGED))
+    assert tc.keyed[b"5"] == (b"U", (b"5", b"c", b"b"))
+
+
 def test_unchanged_toast_filled_from_earlier_change_in_batch() -> None:
     tc = TableChanges(table(["id"]))
     tc.insert((b"1", b"a", b"huge"))
     tc.update(None, (b"1", b"b", UNCHANGED))
-    assert tc.keyed[b"1"] == (b"U", (b"1", b"b", b"huge"))
+    assert tc.keyed[b"1"] == (b"I", (b"1", b"b", b"huge"))
 
 
 def test_unchanged_toast_without_earlier_change_stays_masked() -> None:
@@ -55,7 +63,7 @@ def test_composite_key_and_column_mapping() -> None:
     # The relation sends columns in another order than the sink's: (big, a, id).
     tc = TableChanges(table(["id", "a"]), positions=[2, 1, 0])
     tc.insert((b"B", b"A", b"1"))
-    assert tc.keyed[(b"1", b"A")] == (b"U", (b"1", b"A", b"B"))
+    assert tc.keyed[(b"1", b"A")] == (b"I", (b"1", b"A", b"B"))
 
 
 def test_keyless_keeps_every_change_in_order() -> None:

@@ -82,11 +82,15 @@ class TableChanges:
         self.count += 1
         single = self._single
         if single >= 0:
-            self.keyed[row[single]] = (b"U", row)
+            key = row[single]
         elif self.key_pos:
-            self.keyed[self._key(row)] = (b"U", row)
+            key = self._key(row)
         else:
             self.keyless.append(("I", None, row))
+            return
+        keyed = self.keyed
+        # 'I': first sight of this key in the batch, most likely new to the sink (cheaper plain INSERT path).
+        keyed[key] = (b"I" if key not in keyed else b"U", row)
 
     def update(self, old: Row | None, new: Row) -> None:
         row = self._map(new)
@@ -95,16 +99,15 @@ class TableChanges:
             self.keyless.append(("U", self._map(old) if old is not None else None, row))
             return
         key = self._key(row)
-        if UNCHANGED in row:
-            prior = self.keyed.get(key)
-            if prior is not None and prior[0] == b"U":
-                prev = prior[1]
-                row = tuple(prev[i] if v is UNCHANGED else v for i, v in enumerate(row))
         if old is not None:
             old_key = self._key(self._map(old))
             if old_key != key:
                 self.keyed[old_key] = (b"D", self._map(old))
-        self.keyed[key] = (b"U", row)
+        prior = self.keyed.get(key)
+        if prior is not None and prior[0] != b"D" and UNCHANGED in row:
+            prev = prior[1]
+            row = tuple(prev[i] if v is UNCHANGED else v for i, v in enumerate(row))
+        self.keyed[key] = (b"I" if prior is not None and prior[0] == b"I" else b"U", row)
 
     def delete(self, old: Row) -> None:
         row = self._map(old)
@@ -149,6 +152,16 @@ class _Statements:
         self.upsert = sql.SQL(
             "INSERT INTO {t} ({c}) SELECT {c} FROM {s} WHERE _op = 'U' AND _u IS NULL ON CONFLICT ({k}) {a}"
         ).format(t=t, c=col_list, s=self.stage, k=conflict, a=action)
+        s_cols = sql.SQL(", ").join(sql.SQL("s.{}").format(ident(c)) for c in cols)
+        exists = sql.SQL("EXISTS (SELECT 1 FROM {t} t WHERE {m})").format(t=t, m=key_match)
+        # Rows inserted at the source: update the few the sink already has, plain-INSERT the rest (3x cheaper
+        # than ON CONFLICT's speculative insertion for rows that are new).
+        self.insert_existing = sql.SQL(
+            "INSERT INTO {t} ({c}) SELECT {sc} FROM {s} s WHERE s._op = 'I' AND {e} ON CONFLICT ({k}) {a}"
+        ).format(t=t, c=col_list, sc=s_cols, s=self.stage, e=exists, k=conflict, a=action)
+        self.insert_new = sql.SQL("INSERT INTO {t} ({c}) SELECT {sc} FROM {s} s WHERE s._op = 'I' AND NOT {e}").format(
+            t=t, c=col_list, sc=s_cols, s=self.stage, e=exists
+        )
         sets = [
             sql.SQL("{c} = CASE WHEN substr(s._u, {i}, 1) = '1' THEN t.{c} ELSE s.{c} END").format(
                 c=ident(c), i=sql.Literal(cols.index(c) + 1)
@@ -194,8 +207,7 @@ def apply_table_changes(conn: psycopg.Connection[Any], changes: TableChanges) ->
     if created not in _CREATED_STAGES:
         conn.execute(st.create_stage)
         _CREATED_STAGES.add(created)
-    has_delete = False
-    has_masked = False
+    has_delete = has_masked = has_upsert = has_insert = False
     with conn.cursor().copy(st.copy_stage) as copy:
         buf: list[bytes] = []
         size = 0
@@ -207,7 +219,11 @@ def apply_table_changes(conn: psycopg.Connection[Any], changes: TableChanges) ->
                 has_masked = True
                 mask = b"".join(b"1" if v is UNCHANGED else b"0" for v in row)
                 line = encode_copy_row(row) + b"\tU\t" + mask + b"\n"
+            elif op == b"I":
+                has_insert = True
+                line = encode_copy_row(row) + b"\tI\t\\N\n"
             else:
+                has_upsert = True
                 line = encode_copy_row(row) + b"\tU\t\\N\n"
             buf.append(line)
             size += len(line)
@@ -219,7 +235,11 @@ def apply_table_changes(conn: psycopg.Connection[Any], changes: TableChanges) ->
             copy.write(b"".join(buf))
     if has_delete:
         conn.execute(st.delete)
-    conn.execute(st.upsert)
+    if has_upsert:
+        conn.execute(st.upsert)
+    if has_insert:
+        conn.execute(st.insert_existing)
+        conn.execute(st.insert_new)
     if has_masked and st.masked_update is not None:
         conn.execute(st.masked_update)
     conn.execute(st.truncate_stage)
