@@ -87,6 +87,11 @@ def cleanup(rec: Reconciler, namespace: str, name: str) -> None:
     if cr is None:
         return
     force = (cr["metadata"].get("annotations") or {}).get(naming.ANNOTATION_FORCE_DELETE) == "true"
+    ns = client.get_or_none(api_path("namespaces", name=namespace))
+    if ns is None or ns["metadata"].get("deletionTimestamp"):
+        # The namespace is going away: its Secrets (the source credentials) are deleted alongside, so waiting
+        # for a reachable source could block the namespace forever. Clean up if possible, never block.
+        force = True
     sts_path = api_path("statefulsets", namespace, naming.statefulset_name(name))
     if client.get_or_none(sts_path) is not None:
         client.merge_patch(sts_path, {"spec": {"replicas": 0}})
