@@ -437,3 +437,44 @@ def test_leftover_managed_secret_is_adopted(
         "source.postgres.connection.password",
         "sink.postgres.connection.password",
     }
+
+
+def test_status_and_history_written_by_the_operator_are_shown(
+    api: TestClient, control_plane: ControlPlane, namespace: str, editor: Headers
+) -> None:
+    ns = {"namespace": namespace}
+    assert api.post("/api/v1/connectors/st", params=ns, json=SEED_BODY, headers=editor).status_code == 201
+    event = {
+        "id": "e1",
+        "connector_id": "st",
+        "run_id": "run-1",
+        "created_at": "2026-01-01T00:00:00Z",
+        "component": "Source",
+        "status": "heartbeat",
+    }
+    status = {
+        "state": "realtime",
+        "state_detail": {"name": "public.orders"},
+        "status": {"type": "retry", "attempt": 2, "reason": "connection reset"},
+        "run_id": "run-1",
+        "history": [event, {"not": "an event"}],
+    }
+    control_plane.kubectl(
+        "patch",
+        "connector",
+        "st",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+    got = api.get("/api/v1/connectors/st", params=ns, headers=editor).json()
+    assert got["status"] == {
+        "state": {"realtime": {"name": "public.orders"}},
+        "status": {"retry": {"attempt": 2, "reason": "connection reset"}},
+    }
+    assert got["run_id"] == "run-1"
+    history = api.get("/api/v1/connector/history/st", params=ns, headers=editor)
+    assert history.json() == {"events": [event]}

@@ -44,7 +44,7 @@ from sluice.k8s import API_VERSION, KIND, Kube, OwnerRef, StoredSecret
 from sluice.models import Connector, ConnectorBody
 from sluice.models.resource import connector_to_resource
 from sluice.models.secrets import extract_secrets
-from sluice.models.status import CommandName, ConnectorStatus, ConnectorStatusView
+from sluice.models.status import CommandName, ConnectorStatus, ConnectorStatusView, HistoryEvent
 
 __all__ = [
     "COMMAND_ANNOTATION",
@@ -139,7 +139,13 @@ class ConnectorService:
         """Status events the operator keeps in ``status.history`` (newest last); ``[]`` until it writes any."""
         cr = self.kube.connectors.get(namespace, connector_id)
         events = (cr.get("status") or {}).get("history") or []
-        return [e for e in events if isinstance(e, dict)]
+        out: list[dict[str, Any]] = []
+        for event in events if isinstance(events, list) else []:
+            try:
+                out.append(HistoryEvent.model_validate(event).model_dump(mode="json", exclude_none=True))
+            except (ValidationError, ValueError):
+                log.debug('skipping a malformed history event of connector "%s/%s"', namespace, connector_id)
+        return out
 
     # -- create -----------------------------------------------------------------------------------------------
 
