@@ -4,7 +4,8 @@ Exactly once rests on three rules:
 
 1. The sink commits only at source transaction boundaries, and the commit carries the end LSN of the last source
    transaction it contains (``sluice.connector_state.applied_lsn``, written in the same sink transaction).
-2. The slot is told "flushed" only for positions already committed in the sink.
+2. The slot is told "flushed" only for positions whose sink commit is durable (the sink commits asynchronously
+   for latency, then the worker waits for the sink's WAL flush position to pass the commit before confirming).
 3. On start the stream resumes at max(slot confirmed_flush, sink applied_lsn), and any transaction whose commit
    LSN is below the stored position is skipped.
 
@@ -22,6 +23,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -32,7 +34,7 @@ from psycopg import sql
 from sluice.errors import ConfigError, ErrorDetail, ReplicationError, SchemaChangeError, SluiceError, TransientError
 from sluice.models import Connector
 from sluice.worker.config import WorkerSettings, settings_for
-from sluice.worker.lsn import format_lsn
+from sluice.worker.lsn import format_lsn, parse_lsn
 from sluice.worker.sinks.postgres.apply import TableChanges, apply_table_changes, truncate_tables
 from sluice.worker.sinks.postgres.ddl import SinkTable, ensure_table, ensure_types, sink_columns
 from sluice.worker.sinks.postgres.state import ConnectorState, StateStore
@@ -413,6 +415,13 @@ class Engine:
             start_lsn=start_lsn,
             streaming=version >= 140000,
         )
+        # The sink commits asynchronously (like native subscriptions): a commit does not wait for its WAL flush,
+        # which keeps single-row latency low. The slot is told "flushed" only for source positions whose sink
+        # commit is known durable (sink WAL flushed past it), so a sink crash never loses a confirmed change.
+        self.snk.execute("SET synchronous_commit = off")
+        self.snk.commit()
+        self._meta = psycopg.connect(**self.snk_kw, autocommit=True)
+        self._unflushed: deque[tuple[int, int]] = deque()  # (source end LSN, sink WAL position after commit)
         self._decoder = po.PgOutputDecoder()
         self._pending: dict[int, TableChanges] = {}
         self._pending_rows = 0  # in memory, not yet applied to the sink
@@ -428,26 +437,38 @@ class Engine:
         interval = self.settings.cdc_flush_interval_ms / 1000.0
         last_feedback = time.monotonic()
         last_lag = 0.0
+        last_durable = 0.0
         try:
             while True:
                 if self.stop.is_set() and not self._in_tx and self._stream_xid is None:
                     self._commit_batch(stream)
+                    self._durable_barrier(stream)
                     break
                 if self.stop.is_set() and self._in_tx:
                     # Whole transactions only: drop the partial one; it is sent again after the restart.
                     self.snk.rollback()
+                    self._durable_barrier(stream)
                     break
                 msg = stream.read()
                 now = time.monotonic()
                 if msg is None:
                     if self._batch_end and not self._in_tx:
                         self._commit_batch(stream)
-                    elif not self._in_tx and not self._spills and not self._pending_rows and not self._uncommitted:
+                    elif (
+                        not self._in_tx
+                        and not self._spills
+                        and not self._pending_rows
+                        and not self._uncommitted
+                        and not self._unflushed
+                    ):
                         # Idle: everything sent so far is applied, so the slot may move past WAL without our
                         # changes instead of retaining it forever.
                         end = stream.wal_end
                         if end > stream.flushed and end >= self.applied_lsn:
                             stream.confirm(end)
+                    if self._unflushed and now - last_durable >= 0.1:
+                        self._confirm_durable(stream)
+                        last_durable = now
                     if now - last_feedback > 5:
                         stream.confirm(stream.flushed)
                         last_feedback = now
@@ -458,7 +479,7 @@ class Engine:
                     timeout = 1.0
                     if self._batch_end:
                         timeout = max(0.0, interval - (now - self._batch_started))
-                    stream.wait(min(timeout, 1.0))
+                    stream.wait(min(timeout, 0.1 if self._unflushed else 1.0))
                     continue
                 self._handle(bytes(msg.payload), stream)
                 if (
@@ -473,6 +494,7 @@ class Engine:
             for spill in self._spills.values():
                 spill.file.close()
             stream.close()
+            self._meta.close()
         self._set_state("shutdown", "complete")
 
     def _update_lag(self) -> None:
@@ -653,8 +675,32 @@ class Engine:
         self.status.lag_seconds = max(0.0, time.time() - (_PG_EPOCH + self._batch_commit_ts / 1_000_000))
         self._batch_end = 0
         self._progress = True
-        stream.confirm(end)
+        row = self._meta.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+        self._unflushed.append((end, parse_lsn(row[0] if row else None)))
+        if len(self._unflushed) > 1000:
+            self._confirm_durable(stream)
         self._report()
+
+    def _confirm_durable(self, stream: ReplicationStream) -> None:
+        """Confirm to the slot every applied position whose sink commit has reached the sink's disk."""
+        if not self._unflushed:
+            return
+        row = self._meta.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()
+        flushed = parse_lsn(row[0] if row else None)
+        best = 0
+        while self._unflushed and self._unflushed[0][1] <= flushed:
+            best = self._unflushed.popleft()[0]
+        if best:
+            stream.confirm(best)
+
+    def _durable_barrier(self, stream: ReplicationStream) -> None:
+        """On shutdown: one synchronous commit flushes every earlier asynchronous one; then confirm them all."""
+        self.snk.execute("SET LOCAL synchronous_commit = on")
+        self.state_store.set_applied(self.snk, self.applied_lsn)
+        self.snk.commit()
+        if self._unflushed:
+            stream.confirm(self._unflushed[-1][0])
+            self._unflushed.clear()
 
     # ------------------------------------------------------------------ schema changes
 
