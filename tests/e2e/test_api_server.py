@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -21,10 +21,10 @@ pytestmark = pytest.mark.e2e
 
 
 class Server:
-    def __init__(self, *args: str) -> None:
+    def __init__(self, log_dir: Path, *args: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"sluice-api-{self.port}.log"
+        self.log_path = log_dir / f"sluice-api-{self.port}.log"
         self._log = self.log_path.open("w")
         env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG" and not k.startswith("SLUICE_")}
         self.proc = subprocess.Popen(
@@ -58,21 +58,21 @@ class Server:
 
 
 @pytest.fixture
-def server_factory() -> Iterator[type[Server]]:
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
-    class Tracked(Server):
-        def __init__(self, *args: str) -> None:
-            super().__init__(*args)
-            started.append(self)
+    def start(*args: str) -> Server:
+        server = Server(tmp_path, *args)
+        started.append(server)
+        return server
 
-    yield Tracked
+    yield start
     for server in started:
         server.stop()
 
 
 def test_no_auth_server_creates_connector_and_logs_loudly(
-    server_factory: type[Server], api_kubeconfig: Path, control_plane: ControlPlane, namespace: str
+    server_factory: Callable[..., Server], api_kubeconfig: Path, control_plane: ControlPlane, namespace: str
 ) -> None:
     server = server_factory("--kubeconfig", str(api_kubeconfig), "--namespace", namespace, "--no-auth")
     assert httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200
@@ -88,7 +88,7 @@ def test_no_auth_server_creates_connector_and_logs_loudly(
 
 
 def test_server_with_auth_uses_the_callers_token(
-    server_factory: type[Server], api_kubeconfig: Path, control_plane: ControlPlane, namespace: str
+    server_factory: Callable[..., Server], api_kubeconfig: Path, control_plane: ControlPlane, namespace: str
 ) -> None:
     server = server_factory("--kubeconfig", str(api_kubeconfig))
     assert httpx.post(f"{server.url}/api/v1/connectors", json=SEED_BODY, timeout=10).status_code == 401
@@ -110,7 +110,7 @@ def test_server_with_auth_uses_the_callers_token(
     assert "AUTHENTICATION IS OFF" not in server.log()
 
 
-def test_unreachable_apiserver_is_503(server_factory: type[Server], tmp_path: Path) -> None:
+def test_unreachable_apiserver_is_503(server_factory: Callable[..., Server], tmp_path: Path) -> None:
     """The API pointed at a closed port answers 503 (not 500) and says what to check."""
     kubeconfig = tmp_path / "closed.kubeconfig"
     kubeconfig.write_text(
