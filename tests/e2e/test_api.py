@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
@@ -94,8 +95,14 @@ def test_seed_body_creates_connector_and_secret_and_redacts(
 
 
 def test_path_id_create_replace_get_list_delete(
-    api: TestClient, control_plane: ControlPlane, namespace: str, editor: Headers, api_objects: Objects
+    api: TestClient,
+    control_plane: ControlPlane,
+    namespace: str,
+    editor: Headers,
+    api_objects: Objects,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     ns = {"namespace": namespace}
     r = api.post("/api/v1/connectors/orders", params=ns, json=body(id="ignored"), headers=editor)
     assert r.status_code == 201, r.text
@@ -147,6 +154,10 @@ def test_path_id_create_replace_get_list_delete(
     assert api.delete("/api/v1/connectors/other", params=ns, headers=editor).status_code == 204
     poll(lambda: api_objects() == {"connectors": [], "secrets": []}, timeout=60, message="everything gone")
     assert api.delete("/api/v1/connectors/other", params=ns, headers=editor).status_code == 404
+    # Even at DEBUG, with the Kubernetes client's own loggers, no credential reaches a log line.
+    assert caplog.records, "the API logs something at DEBUG"
+    assert PASSWORD not in caplog.text
+    assert "new-sink-pw" not in caplog.text
 
 
 def test_patch_allowed_and_refused(
