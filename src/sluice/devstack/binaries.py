@@ -25,7 +25,7 @@ class BinariesMissingError(SluiceError):
     """The control-plane binaries have not been built (yet)."""
 
     reason = "KubernetesBinariesMissing"
-    default_fix = "Run 'bash hack/build-k8s.sh' (about 15 minutes cold on 2 cores; a no-op once built)."
+    default_fix = "Run 'bash hack/build-k8s.sh' (about 12 minutes cold on 2 cores; a no-op once built)."
 
 
 def bin_dir() -> Path:
