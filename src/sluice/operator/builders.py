@@ -223,6 +223,9 @@ def _env(cr: JsonObj, settings: WorkerSettings, run_id: str, reinitialize: str) 
     ]
     if reinitialize:
         env.append({"name": "SLUICE_REINITIALIZE_ID", "value": reinitialize})
+    if (cr.get("spec") or {}).get("schedule"):
+        # One run per tick: the worker waits after "complete" until the operator scales it to 0.
+        env.append({"name": "SLUICE_IDLE_AFTER_COMPLETE", "value": "1"})
     env.extend({"name": k, "value": v} for k, v in settings.extra_env)
     return env
 

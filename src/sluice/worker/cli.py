@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -83,7 +84,13 @@ def _run(args: argparse.Namespace, reporter: Any) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     engine = Engine(connector, reporter, stop)
     try:
-        return engine.run()
+        code = engine.run()
+        if code == 0 and not stop.is_set() and os.environ.get("SLUICE_IDLE_AFTER_COMPLETE") == "1":
+            # A scheduled run in a pod: exiting would make the pod restart and run again; the operator scales the
+            # worker to 0 once it sees "complete", so wait for that SIGTERM instead.
+            log.info("run complete; idling until stopped")
+            stop.wait()
+        return code
     except SluiceError as exc:
         log.error("connector failed: %s (fix: %s)", exc.message, exc.fix)
         print(json.dumps(exc.as_dict()), file=sys.stderr)
