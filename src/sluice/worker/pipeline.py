@@ -35,7 +35,8 @@ from sluice.errors import ConfigError, ErrorDetail, ReplicationError, SchemaChan
 from sluice.models import Connector
 from sluice.worker.config import WorkerSettings, settings_for
 from sluice.worker.lsn import format_lsn, parse_lsn
-from sluice.worker.sinks.postgres.apply import TableChanges, apply_table_changes, truncate_tables
+from sluice.worker.sinks.postgres.applier import Applier
+from sluice.worker.sinks.postgres.apply import TableChanges, truncate_tables
 from sluice.worker.sinks.postgres.ddl import SinkTable, ensure_table, ensure_types, sink_columns
 from sluice.worker.sinks.postgres.state import ConnectorState, StateStore
 from sluice.worker.sources.postgres import pgoutput as po
@@ -422,6 +423,7 @@ class Engine:
         self.snk.commit()
         self._meta = psycopg.connect(**self.snk_kw, autocommit=True)
         self._unflushed: deque[tuple[int, int]] = deque()  # (source end LSN, sink WAL position after commit)
+        self._applier = Applier(self.snk, self._meta, self.state_store, self._on_sink_commit)
         self._decoder = po.PgOutputDecoder()
         self._pending: dict[int, TableChanges] = {}
         self._pending_rows = 0  # in memory, not yet applied to the sink
@@ -446,9 +448,11 @@ class Engine:
                     break
                 if self.stop.is_set() and self._in_tx:
                     # Whole transactions only: drop the partial one; it is sent again after the restart.
+                    self._applier.sync()
                     self.snk.rollback()
                     self._durable_barrier(stream)
                     break
+                self._applier.check()
                 msg = stream.read()
                 now = time.monotonic()
                 if msg is None:
@@ -459,6 +463,7 @@ class Engine:
                         and not self._spills
                         and not self._pending_rows
                         and not self._uncommitted
+                        and not self._applier.busy()
                         and not self._unflushed
                     ):
                         # Idle: everything sent so far is applied, so the slot may move past WAL without our
@@ -493,6 +498,7 @@ class Engine:
         finally:
             for spill in self._spills.values():
                 spill.file.close()
+            self._applier.close()
             stream.close()
             self._meta.close()
         self._set_state("shutdown", "complete")
@@ -585,14 +591,13 @@ class Engine:
             return
         if isinstance(msg, po.Truncate):
             targets = []
+            self._flush_pending(msg.relation_oids)
             for oid in msg.relation_oids:
-                tc = self._pending.get(oid)
-                if tc is not None:
-                    self._apply(tc)
                 rel = self._decoder.relations.get(oid)
                 table = self.by_source.get((rel.namespace, rel.name)) if rel else None
                 if table is not None:
                     targets.append(table)
+            self._applier.sync()
             truncate_tables(self.snk, targets)
             self._uncommitted = True
             return
@@ -610,8 +615,7 @@ class Engine:
         self._pending_rows += 1
         if self._pending_rows >= self.settings.cdc_max_buffer_rows:
             # Bounded memory: apply into the open sink transaction; it commits at a source commit.
-            for pending in self._pending.values():
-                self._apply(pending)
+            self._flush_pending()
 
     def _row_change(self, change: po.RowChange) -> None:
         if self._skip_tx:
@@ -630,22 +634,23 @@ class Engine:
             tc.delete(old)  # type: ignore[arg-type]
         self._pending_rows += 1
         if self._pending_rows >= self.settings.cdc_max_buffer_rows:
-            for pending in self._pending.values():
-                self._apply(pending)
+            self._flush_pending()
 
-    def _apply(self, tc: TableChanges) -> None:
-        n = len(tc)
-        if not n:
-            return
-        started = time.monotonic()
-        apply_table_changes(self.snk, tc)
-        log.debug("applied %d changes to %s in %.3fs", n, tc.table.label, time.monotonic() - started)
-        self._pending_rows -= n
-        self._uncommitted = True
-        self.status.rows_applied += n
-        tp = self.status.tables.get(tc.table.label)
-        if tp is not None:
-            tp.rows_applied += n
+    def _flush_pending(self, oids: Any = None) -> None:
+        """Hand pending changes to the applier thread (into the open sink transaction, not committed)."""
+        for oid in list(self._pending) if oids is None else oids:
+            tc = self._pending.get(oid)
+            if tc is None or not len(tc):
+                continue
+            n = len(tc)
+            self._pending[oid] = TableChanges(table=tc.table, positions=tc.positions)
+            self._applier.apply(tc)
+            self._pending_rows -= n
+            self._uncommitted = True
+            self.status.rows_applied += n
+            tp = self.status.tables.get(tc.table.label)
+            if tp is not None:
+                tp.rows_applied += n
 
     def _table_changes(self, oid: int) -> TableChanges | None:
         rel = self._decoder.relations.get(oid)
@@ -664,22 +669,22 @@ class Engine:
     def _commit_batch(self, stream: ReplicationStream) -> None:
         if not self._batch_end:
             return
-        for tc in self._pending.values():
-            self._apply(tc)
+        self._flush_pending()
         end = self._batch_end
-        self.state_store.set_applied(self.snk, end)
-        self.snk.commit()
+        self._applier.commit(end, self._batch_commit_ts)
         self._uncommitted = False
         self.applied_lsn = end
-        self.status.applied_lsn = format_lsn(end)
-        self.status.lag_seconds = max(0.0, time.time() - (_PG_EPOCH + self._batch_commit_ts / 1_000_000))
         self._batch_end = 0
-        self._progress = True
-        row = self._meta.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
-        self._unflushed.append((end, parse_lsn(row[0] if row else None)))
         if len(self._unflushed) > 1000:
             self._confirm_durable(stream)
         self._report()
+
+    def _on_sink_commit(self, end: int, commit_ts: int, sink_lsn: int) -> None:
+        """Called by the applier thread once a batch committed in the sink."""
+        self._unflushed.append((end, sink_lsn))
+        self.status.applied_lsn = format_lsn(end)
+        self.status.lag_seconds = max(0.0, time.time() - (_PG_EPOCH + commit_ts / 1_000_000))
+        self._progress = True
 
     def _confirm_durable(self, stream: ReplicationStream) -> None:
         """Confirm to the slot every applied position whose sink commit has reached the sink's disk."""
@@ -695,6 +700,7 @@ class Engine:
 
     def _durable_barrier(self, stream: ReplicationStream) -> None:
         """On shutdown: one synchronous commit flushes every earlier asynchronous one; then confirm them all."""
+        self._applier.sync()
         self.snk.execute("SET LOCAL synchronous_commit = on")
         self.state_store.set_applied(self.snk, self.applied_lsn)
         self.snk.commit()
@@ -779,10 +785,10 @@ class Engine:
                     )
                 )
         # Changes pending under the old shape go first.
-        tc = self._pending.pop(rel.oid, None)
-        if tc is not None:
-            self._apply(tc)
+        self._flush_pending([rel.oid])
+        self._pending.pop(rel.oid, None)
         if changes:
+            self._applier.sync()
             strategy = self.sink.migration_strategy
             allowed = (
                 set()
