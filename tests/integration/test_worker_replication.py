@@ -365,3 +365,42 @@ def test_user_publication_is_used(
     assert not sink_db.scalar("SELECT count(*) FROM pg_tables WHERE tablename = 'p2'")
     assert source_db.scalar("SELECT count(*) FROM pg_publication") == 1
     assert worker.stop() == 0
+
+
+def test_least_privilege_user_with_a_user_publication(
+    source_db: PgDatabase, sink_db: PgDatabase, make_connector_config: MakeConfig, run_worker: RunWorker
+) -> None:
+    user = source_db.instance.replication_user
+    source_db.psql(
+        "CREATE TABLE lp (id int PRIMARY KEY, v text); INSERT INTO lp VALUES (1, 'a');"
+        f'GRANT SELECT ON lp TO "{user.name}"; CREATE PUBLICATION lp_pub FOR TABLE lp;'
+    )
+    worker = run_worker(
+        make_connector_config(source_user=user, publication_name="lp_pub", limits={"cdc": {"flush_interval_ms": 50}})
+    )
+    worker.wait_for_status(realtime)
+    source_db.psql("INSERT INTO lp VALUES (2, 'b'); UPDATE lp SET v = 'c' WHERE id = 1;")
+    wait_tables_equal(source_db, sink_db, {"lp": ("id",)})
+    assert worker.stop() == 0
+
+
+def test_missing_replication_privilege_is_named(
+    source_db: PgDatabase, sink_db: PgDatabase, make_connector_config: MakeConfig, run_worker: RunWorker
+) -> None:
+    from sluice.devstack.postgres import PostgresUser
+
+    user = PostgresUser(f"norepl_{source_db.name[-8:]}", "norepl-pw")
+    source_db.psql(
+        f"CREATE ROLE \"{user.name}\" LOGIN PASSWORD '{user.password}';"
+        f'CREATE TABLE t (id int PRIMARY KEY); GRANT SELECT ON t TO "{user.name}";'
+        "CREATE PUBLICATION tp FOR TABLE t;"
+    )
+    try:
+        worker = run_worker(make_connector_config(source_user=user, publication_name="tp"))
+        assert worker.wait(60) == 2, worker.output_tail()
+        err = worker.last_status()["last_error"]  # type: ignore[index]
+        assert "lacks the REPLICATION attribute" in err["message"]
+        assert "ALTER ROLE" in err["fix"]
+        assert user.password not in worker.output_tail()
+    finally:
+        source_db.psql(f'DROP OWNED BY "{user.name}"; DROP ROLE "{user.name}";')

@@ -92,11 +92,10 @@ class SnapshotCopier:
         self.on_chunk = on_chunk
         self._lock = threading.Lock()
         self._queue: list[Chunk] = []
-        self._imported = threading.Barrier(self.workers) if snapshot_name else None
 
     def run(self, chunks: list[Chunk]) -> bool:
         """Copy ``chunks``; True when all are done, False when stopped early."""
-        # Largest relations first keeps the threads busy until the end.
+        # A stack popped from the end: reversed, so chunks are taken in plan order.
         self._queue = list(reversed(chunks))
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="snapshot") as pool:
             futures = [pool.submit(self._worker) for _ in range(self.workers)]
