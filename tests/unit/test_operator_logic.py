@@ -1,0 +1,179 @@
+"""Pure logic of the operator and the process node: conditions, schedule ticks, env resolution, status patches."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from sluice.devstack.podenv import EnvError, expand, resolve_env
+from sluice.operator.conditions import Observed, SlotInfo, derive_status
+from sluice.operator.schedule import next_run
+from sluice.worker.k8s_status import status_patch
+from sluice.worker.status import TableProgress, WorkerStatus
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def _cr(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "c",
+            "namespace": "ns",
+            "uid": "u",
+            "generation": 4,
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "spec": {"source": {"postgres": {}}, "sink": {"postgres": {}}, **(spec or {})},
+        "status": status or {},
+    }
+
+
+def _pod(*, running: bool = True, restarts: int = 0, waiting: dict[str, str] | None = None) -> dict[str, Any]:
+    state: dict[str, Any] = {"running": {"startedAt": "x"}} if running else {"waiting": waiting or {}}
+    return {
+        "metadata": {"uid": "pod-1"},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True" if running else "False"}],
+            "containerStatuses": [
+                {
+                    "name": "worker",
+                    "state": state,
+                    "restartCount": restarts,
+                    "lastState": {"terminated": {"exitCode": 1, "finishedAt": "2026-11-26T11:59:00Z"}}
+                    if restarts
+                    else {},
+                }
+            ],
+        },
+    }
+
+
+def _cond(status: dict[str, Any], ctype: str) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == ctype)
+
+
+def test_streaming_worker_is_ready_and_streaming() -> None:
+    cr = _cr(
+        status={
+            "state": "realtime",
+            "status": {"type": "heartbeat"},
+            "lag_bytes": 2048,
+            "worker_reported_at": "2026-11-26T11:59:50Z",
+        }
+    )
+    out = derive_status(Observed(cr=cr, pod=_pod(), desired_replicas=1, now=NOW))
+    assert _cond(out, "Ready")["status"] == "True"
+    assert _cond(out, "Streaming")["status"] == "True"
+    assert _cond(out, "Degraded")["status"] == "False"
+    assert "2.0 KiB" in _cond(out, "Ready")["message"]
+    assert out["observedGeneration"] == 4 and out["source_kind"] == "postgres"
+
+
+def test_silent_worker_is_not_ready() -> None:
+    cr = _cr(
+        status={"state": "realtime", "status": {"type": "heartbeat"}, "worker_reported_at": "2026-11-26T11:00:00Z"}
+    )
+    out = derive_status(Observed(cr=cr, pod=_pod(), desired_replicas=1, now=NOW))
+    assert _cond(out, "Ready")["reason"] == "WorkerSilent"
+
+
+def test_failed_worker_says_what_to_fix_and_counts_restarts() -> None:
+    err = {"reason": "SourceNotReady", "message": "wal_level is replica", "fix": "Set wal_level = logical."}
+    cr = _cr(status={"state": "initialize", "status": {"type": "failed"}, "last_error": err})
+    pod = _pod(running=False, restarts=3, waiting={"reason": "CrashLoopBackOff", "message": "back-off 8s"})
+    out = derive_status(Observed(cr=cr, pod=pod, desired_replicas=1, now=NOW))
+    ready = _cond(out, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "SourceNotReady"
+    assert "Set wal_level = logical." in ready["message"]
+    assert _cond(out, "Degraded")["status"] == "True"
+    assert out["restarts"] == 3 and out["last_restart_time"] == "2026-11-26T11:59:00Z"
+
+
+def test_restarts_carry_over_to_a_new_pod() -> None:
+    cr = _cr(status={"restarts": 5, "restarts_base": 0, "restarts_pod_uid": "old-pod"})
+    out = derive_status(Observed(cr=cr, pod=_pod(restarts=1), desired_replicas=1, now=NOW))
+    assert out["restarts"] == 6
+
+
+def test_disabled_connector_says_wal_is_retained_and_how_far_behind() -> None:
+    cr = _cr(spec={"disabled": True})
+    slot = SlotInfo(name="sluice_c", exists=True, active=False, lag_bytes=3 * 1024 * 1024)
+    out = derive_status(Observed(cr=cr, pod=None, desired_replicas=0, now=NOW, slot=slot))
+    assert out["state"] == "disabled"
+    wal = _cond(out, "WalRetained")
+    assert wal["status"] == "True" and "3.0 MiB behind" in wal["message"] and "sluice_c" in wal["message"]
+    assert _cond(out, "Ready")["reason"] == "Disabled"
+
+
+def test_slot_lag_high() -> None:
+    cr = _cr(status={"state": "realtime", "lag_bytes": 5 << 30, "worker_reported_at": "2026-11-26T11:59:59Z"})
+    out = derive_status(Observed(cr=cr, pod=_pod(), desired_replicas=1, now=NOW, lag_threshold_bytes=1 << 30))
+    assert _cond(out, "SlotLagHigh")["status"] == "True"
+    assert "5.0 GiB" in _cond(out, "SlotLagHigh")["message"]
+
+
+def test_transition_time_kept_while_status_unchanged() -> None:
+    earlier = "2026-11-26T10:00:00Z"
+    cr = _cr(
+        spec={"disabled": True},
+        status={"conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": earlier}]},
+    )
+    out = derive_status(Observed(cr=cr, pod=None, desired_replicas=0, now=NOW))
+    assert _cond(out, "Ready")["lastTransitionTime"] == earlier
+
+
+def test_schedule_rate_and_cron_in_zone() -> None:
+    assert next_run({"rate": {"value": 2, "unit": "Hour"}}, NOW) == NOW + timedelta(hours=2)
+    # 03:00 in Berlin on the day summer time starts is 01:00 UTC
+    tick = next_run(
+        {"cron": {"expression": "0 3 * * *", "timezone": "Europe/Berlin"}}, datetime(2026, 3, 28, 12, tzinfo=UTC)
+    )
+    assert tick == datetime(2026, 3, 29, 1, tzinfo=UTC)
+
+
+def test_env_resolution_rules() -> None:
+    secret = {"data": {"pw": base64.b64encode(b"s3cret").decode()}}
+    cm = {"data": {"a": "1", "b": "2"}}
+
+    def lookup(kind: str, _ns: str, name: str) -> dict[str, Any] | None:
+        return {("secrets", "s"): secret, ("configmaps", "c"): cm}.get((kind, name))
+
+    pod = {"metadata": {"name": "p", "namespace": "n", "labels": {"app": "x"}}, "spec": {"nodeName": "node"}}
+    container = {
+        "envFrom": [{"configMapRef": {"name": "c"}, "prefix": "C_"}],
+        "env": [
+            {"name": "C_a", "value": "override"},
+            {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "s", "key": "pw"}}},
+            {"name": "OPT", "valueFrom": {"secretKeyRef": {"name": "missing", "key": "k", "optional": True}}},
+            {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+            {"name": "REF", "value": "$(PW)-$(NOPE)-$$(PW)"},
+        ],
+    }
+    env = resolve_env(pod, container, lookup)
+    assert env == {"C_a": "override", "C_b": "2", "PW": "s3cret", "APP": "x", "REF": "s3cret-$(NOPE)-$(PW)"}
+    with pytest.raises(EnvError, match="missing"):
+        resolve_env(
+            pod, {"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "missing", "key": "k"}}}]}, lookup
+        )
+    assert expand("$(A)$(B)", {"A": "1"}) == "1$(B)"
+
+
+def test_worker_status_patch() -> None:
+    ws = WorkerStatus(
+        connector="c",
+        run_id="engine-run",
+        state="realtime",
+        status="retry",
+        retry_attempt=2,
+        tables={"public.t": TableProgress(phase="copied", rows_copied=10)},
+        last_error={"error": "Transient", "message": "connection reset", "fix": "wait"},
+    )
+    patch = status_patch(ws, pod="c-worker-0", run_id="operator-run")
+    assert patch["run_id"] == "operator-run"
+    assert patch["status"] == {"type": "retry", "attempt": 2, "reason": "connection reset"}
+    assert patch["tables"][0]["phase"] == "snapshotted"
+    assert patch["last_error"]["reason"] == "Transient" and patch["last_error"]["fix"] == "wait"
+    assert patch["worker"] == {"pod": "c-worker-0"}
