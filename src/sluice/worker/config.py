@@ -26,7 +26,7 @@ __all__ = ["WorkerSettings", "load_connector", "settings_for"]
 DEFAULT_SECRETS_DIR = "/var/run/secrets/sluice"
 
 #: Defaults when ``limits`` leaves them open; chosen so a batch stays well under the memory bound.
-DEFAULT_CDC_MAX_BUFFER_ROWS = 50_000
+DEFAULT_CDC_MAX_BUFFER_ROWS = 25_000
 DEFAULT_CDC_FLUSH_INTERVAL_MS = 1_000
 DEFAULT_SNAPSHOT_MAX_BUFFER_ROWS = 200_000
 
