@@ -279,7 +279,8 @@ class Reconciler:
 
         before, after = ready(old.get("conditions")), ready(new.get("conditions"))
         if before.get("status") != after.get("status") or before.get("reason") != after.get("reason"):
-            kind = "Normal" if after.get("status") == "True" or after.get("reason") == "Disabled" else "Warning"
+            benign = {"Disabled", "Scheduled", "WorkerPending", "WorkerStarting", "Initializing"}
+            kind = "Normal" if after.get("status") == "True" or after.get("reason") in benign else "Warning"
             self.event(cr, kind, after.get("reason") or "Ready", after.get("message") or "")
         if new.get("state") and new.get("state") != old.get("state"):
             self.event(cr, "Normal", "StateChanged", f"State is now {new['state']}.")
