@@ -113,6 +113,13 @@ def test_sample_applied_with_kubectl_replicates_and_streams(
     # kubectl shows it: printer columns come from the status
     table = control_plane.kubectl("get", "connectors", "-n", namespace).stdout
     assert "orders" in table and "realtime" in table
+    # the operator's Prometheus endpoint mirrors the status
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{sluice_operator.metrics_port}/metrics", timeout=10) as resp:
+        metrics = resp.read().decode()
+    assert f'sluice_connector_ready{{connector="orders",namespace="{namespace}"}} 1.0' in metrics
+    assert "sluice_operator_reconciles_total" in metrics
     # least privilege: the worker's Role names only its own Connector
     role = _get(control_plane, namespace, "role", "orders-worker")
     assert role is not None and all(r["resourceNames"] == ["orders"] for r in role["rules"])

@@ -112,6 +112,7 @@ def test_slot_lag_high() -> None:
     cr = _cr(status={"state": "realtime", "lag_bytes": 5 << 30, "worker_reported_at": "2026-11-26T11:59:59Z"})
     out = derive_status(Observed(cr=cr, pod=_pod(), desired_replicas=1, now=NOW, lag_threshold_bytes=1 << 30))
     assert _cond(out, "SlotLagHigh")["status"] == "True"
+    assert _cond(out, "Ready")["status"] == "False" and _cond(out, "Ready")["reason"] == "SlotLagging"
     assert "5.0 GiB" in _cond(out, "SlotLagHigh")["message"]
 
 

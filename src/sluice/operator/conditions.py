@@ -8,7 +8,8 @@ and the ``state`` when the operator (not the worker) decides it (``disabled``, `
 Condition rules (each message says what to do):
 
 - Ready: the worker pod runs, the worker reports ``snapshot`` or ``realtime``, no failed step, no failed table,
-  and the worker's report is fresh. Anything else is False with the most useful reason.
+  the worker's report is fresh and the slot is not lagging past the threshold. Anything else is False with the
+  most useful reason.
 - Snapshotting / Streaming: the worker's ``state``.
 - Degraded: the worker is retrying, crash-looping, or reported an error.
 - SlotLagHigh: the slot is more than ``lag_threshold_bytes`` behind: WAL piles up on the source.
@@ -241,6 +242,12 @@ def derive_status(obs: Observed) -> JsonObj:
             message = (
                 f"The worker has not reported for over {STALE_REPORT_SECONDS:.0f}s although its pod runs; "
                 "it may be stuck. Send the Restart command if this persists."
+            )
+        elif isinstance(lag_bytes, int) and lag_bytes > obs.lag_threshold_bytes:
+            reason = "SlotLagging"
+            message = (
+                f"The sink is {human_bytes(lag_bytes)} behind the source (threshold "
+                f"{human_bytes(obs.lag_threshold_bytes)}); see the SlotLagHigh condition."
             )
         ready = reason == ""
         if ready:
