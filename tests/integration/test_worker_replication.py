@@ -404,3 +404,23 @@ def test_missing_replication_privilege_is_named(
         assert user.password not in worker.output_tail()
     finally:
         source_db.psql(f'DROP OWNED BY "{user.name}"; DROP ROLE "{user.name}";')
+
+
+def test_table_added_after_the_snapshot_is_copied_on_restart(
+    source_db: PgDatabase, sink_db: PgDatabase, make_connector_config: MakeConfig, run_worker: RunWorker
+) -> None:
+    source_db.psql("CREATE TABLE first (id int PRIMARY KEY, v text); INSERT INTO first VALUES (1, 'a');")
+    cfg = make_connector_config(limits={"cdc": {"flush_interval_ms": 50}})
+    worker = run_worker(cfg)
+    worker.wait_for_status(realtime)
+    assert worker.stop() == 0
+    source_db.psql(
+        "CREATE TABLE later (id int PRIMARY KEY, v text);"
+        "INSERT INTO later SELECT g, md5(g::text) FROM generate_series(1, 5000) g;"
+        "INSERT INTO first VALUES (2, 'b');"
+    )
+    worker = run_worker(cfg)
+    worker.wait_for_status(realtime)
+    source_db.psql("UPDATE later SET v = 'changed' WHERE id <= 10; DELETE FROM later WHERE id > 4990;")
+    wait_tables_equal(source_db, sink_db, {"first": ("id",), "later": ("id",)})
+    assert worker.stop() == 0

@@ -397,8 +397,50 @@ class Engine:
             finally:
                 created.release()
             confirmed = 0
+        elif not self._copy_added_tables():
+            return
         assert state is not None
         self._stream(max(state.applied_lsn, confirmed))
+
+    def _copy_added_tables(self) -> bool:
+        """Copy tables selected since the first snapshot (and unfinished chunks of earlier such copies).
+
+        They joined the publication during this start-up, so the stream carries their changes from that point on;
+        copying them afterwards under a fresh snapshot with an upsert by key, then replaying the stream over the
+        copy, converges exactly. A keyless table cannot be upserted, so it is not copied (only its new changes
+        arrive) and its status says so. False when stopped before the copy finished.
+        """
+        assert self.logical is not None
+        if self.logical.skip_snapshots:
+            return True
+        plan = self.state_store.load_plan(self.snk)
+        planned = {c.table_name for c in plan}
+        added = [t for label, t in self.tables.items() if label not in planned]
+        for t in added:
+            if not t.key:
+                msg = (
+                    f"{t.label} was added after the initial snapshot and has no key, so its existing rows were not "
+                    "copied (only changes from now on arrive)"
+                )
+                log.warning("%s", msg)
+                self.status.tables[t.label].error = msg
+        added = [t for t in added if t.key]
+        chunks: list[Any] = []
+        if added:
+            log.info("copying tables added since the snapshot: %s", ", ".join(t.label for t in added))
+            chunks = plan_chunks(
+                self.src, added, self.settings.snapshot_max_buffer_rows, self.source.parallel_snapshots_enabled
+            )
+            truncate_tables(self.snk, added)
+            self.state_store.save_plan(self.snk, chunks, replace=False)
+            self.snk.commit()
+        undone = [c for c in plan + chunks if not c.done and c.table_name in self.tables]
+        undone = [c for c in undone if self.tables[c.table_name].key]
+        if not undone:
+            return True
+        self._count_chunks(plan + chunks)
+        self._set_state("snapshot")
+        return self._copier(None, upsert=True).run(undone)
 
     # ------------------------------------------------------------------ streaming
 

@@ -106,8 +106,9 @@ class StateStore:
         conn.execute("DELETE FROM sluice.snapshot_chunks WHERE connector_id = %s", (self.connector_id,))
         conn.execute("DELETE FROM sluice.connector_state WHERE connector_id = %s", (self.connector_id,))
 
-    def save_plan(self, conn: psycopg.Connection[Any], chunks: list[Chunk]) -> None:
-        conn.execute("DELETE FROM sluice.snapshot_chunks WHERE connector_id = %s", (self.connector_id,))
+    def save_plan(self, conn: psycopg.Connection[Any], chunks: list[Chunk], *, replace: bool = True) -> None:
+        if replace:
+            conn.execute("DELETE FROM sluice.snapshot_chunks WHERE connector_id = %s", (self.connector_id,))
         with conn.cursor().copy(
             "COPY sluice.snapshot_chunks (connector_id, table_name, chunk_no, source_table, lo_page, hi_page) "
             "FROM STDIN"
