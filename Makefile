@@ -49,12 +49,20 @@ k8s-binaries: ## Build etcd, kube-apiserver, -controller-manager, -scheduler and
 ##@ Local cluster
 
 .PHONY: cluster-up
-cluster-up: deps ## Start the local control plane; kubeconfig at .sluice/kubeconfig
-	PATH="$(K8S_BIN):$$PATH" $(PY) -m sluice.devstack.controlplane up
+cluster-up: venv k8s-binaries ## Start the local control plane; kubeconfig at .sluice/kubeconfig, logs in .sluice/cluster/logs
+	$(PY) -m sluice.devstack.controlplane up
 
 .PHONY: cluster-down
 cluster-down: ## Stop the local control plane
 	$(PY) -m sluice.devstack.controlplane down
+
+.PHONY: cluster-status
+cluster-status: ## Exit 0 only when every control-plane component is healthy
+	$(PY) -m sluice.devstack.controlplane status
+
+.PHONY: api
+api: venv ## Serve the REST API against .sluice/kubeconfig (add ARGS=--no-auth for local development only)
+	$(SLUICE) api --kubeconfig .sluice/kubeconfig $(ARGS)
 
 ##@ Development
 
@@ -84,6 +92,10 @@ test-unit: venv ## Unit tests only (no PostgreSQL, no control plane)
 .PHONY: bench
 bench: deps ## Benchmark PostgreSQL -> PostgreSQL against native logical replication and pgcopydb
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bench/pg_to_pg
+
+.PHONY: bench-api
+bench-api: deps ## p50/p99 of POST /api/v1/connectors through a real API and control plane
+	$(PY) bench/api_latency.py
 
 ##@ Deployment
 
