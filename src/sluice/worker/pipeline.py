@@ -37,7 +37,7 @@ from sluice.worker.config import WorkerSettings, settings_for
 from sluice.worker.lsn import format_lsn, parse_lsn
 from sluice.worker.sinks.postgres.applier import Applier
 from sluice.worker.sinks.postgres.apply import TableChanges, truncate_tables
-from sluice.worker.sinks.postgres.ddl import SinkTable, ensure_table, ensure_types, sink_columns
+from sluice.worker.sinks.postgres.ddl import SinkTable, ensure_key, ensure_table, ensure_types, sink_columns
 from sluice.worker.sinks.postgres.state import ConnectorState, StateStore
 from sluice.worker.sources.postgres import pgoutput as po
 from sluice.worker.sources.postgres.connection import conninfo_kwargs, pool_size
@@ -290,6 +290,20 @@ class Engine:
             on_chunk=on_chunk,
         )
 
+    def _run_copy(self, snapshot_name: str | None, upsert: bool, chunks: list[Any]) -> bool:
+        """Copy chunks; keys are built after a plain copy (bulk index build), before an upserting one."""
+        if upsert:
+            self._ensure_keys()
+        done = self._copier(snapshot_name, upsert=upsert).run(chunks)
+        if done:
+            self._ensure_keys()
+        return done
+
+    def _ensure_keys(self) -> None:
+        for table in self.tables.values():
+            ensure_key(self.snk, table)
+        self.snk.commit()
+
     def _start_plan(self, state: ConnectorState) -> list[Any]:
         """Truncate the sink tables, record the plan and the state, in one sink transaction."""
         chunks = plan_chunks(
@@ -329,7 +343,7 @@ class Engine:
         if state is not None and state.phase == "snapshot" and state.slot_name is None:
             undone = self._resume_plan()
             if undone is not None:
-                if not self._copier(None, upsert=True).run(undone):
+                if not self._run_copy(None, True, undone):
                     return
                 self._finish_snapshot_only()
                 return
@@ -338,7 +352,7 @@ class Engine:
             row = exporter.execute("SELECT pg_export_snapshot()").fetchone()
             assert row is not None
             chunks = self._start_plan(ConnectorState("snapshot", None, 0, 0))
-            if not self._copier(row[0], upsert=False).run(chunks):
+            if not self._run_copy(row[0], False, chunks):
                 return
         self._finish_snapshot_only()
 
@@ -370,7 +384,7 @@ class Engine:
                 resumable = False
             else:
                 self._set_state("snapshot")
-                if not self._copier(None, upsert=True).run(undone):
+                if not self._run_copy(None, True, undone):
                     return
                 state.phase = "streaming"
                 self.state_store.save(self.snk, state)
@@ -389,7 +403,7 @@ class Engine:
                 else:
                     self._set_state("snapshot")
                     chunks = self._start_plan(ConnectorState("snapshot", self.slot_name, cp, cp))
-                    if not self._copier(created.snapshot_name, upsert=False).run(chunks):
+                    if not self._run_copy(created.snapshot_name, False, chunks):
                         return
                     state = ConnectorState("streaming", self.slot_name, cp, cp)
                     self.state_store.save(self.snk, state)
@@ -400,6 +414,7 @@ class Engine:
         elif not self._copy_added_tables():
             return
         assert state is not None
+        self._ensure_keys()
         self._stream(max(state.applied_lsn, confirmed))
 
     def _copy_added_tables(self) -> bool:
@@ -440,7 +455,7 @@ class Engine:
             return True
         self._count_chunks(plan + chunks)
         self._set_state("snapshot")
-        return self._copier(None, upsert=True).run(undone)
+        return self._run_copy(None, True, undone)
 
     # ------------------------------------------------------------------ streaming
 

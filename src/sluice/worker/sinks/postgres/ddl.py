@@ -16,7 +16,7 @@ from psycopg import sql
 
 from sluice.worker.sources.postgres.tables import SourceColumn, SourceTable, UserType
 
-__all__ = ["SinkTable", "ensure_schema", "ensure_table", "ensure_types", "sink_columns"]
+__all__ = ["SinkTable", "ensure_key", "ensure_schema", "ensure_table", "ensure_types", "sink_columns"]
 
 
 @dataclass
@@ -97,7 +97,25 @@ def ensure_table(conn: psycopg.Connection[Any], target_schema: str | None, table
         )
         for c in table.columns
     ]
-    if sink.key:
-        defs.append(sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, sink.key))))
+    # No key yet: the snapshot loads faster without index maintenance; ensure_key() adds it afterwards (and
+    # before anything that needs it: upserts of a resumed snapshot, the change stream).
     conn.execute(sql.SQL("CREATE TABLE {} ({})").format(sink.ident, sql.SQL(", ").join(defs)))
     return sink
+
+
+def ensure_key(conn: psycopg.Connection[Any], table: SinkTable) -> None:
+    """Add the primary key unless a primary key or unique index on exactly the key columns exists."""
+    if not table.key:
+        return
+    found = conn.execute(
+        "SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass(%s) AND (i.indisprimary OR i.indisunique) "
+        "AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a "
+        "     WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) = %s::text[]",
+        (table.ident.as_string(conn), sorted(table.key)),
+    ).fetchone()
+    if found is None:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
+                table.ident, sql.SQL(", ").join(map(sql.Identifier, table.key))
+            )
+        )
