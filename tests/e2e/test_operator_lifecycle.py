@@ -159,3 +159,28 @@ def test_two_operator_replicas_one_leads_the_other_takes_over(
         stop_operator(first)
     # the session operator was never disturbed
     assert sluice_operator.popen.poll() is None
+
+
+def test_reinitialize_command_snapshots_again(
+    control_plane: ControlPlane,
+    process_node: ProcessNode,
+    sluice_operator: OperatorProcess,
+    namespace: str,
+    source_db: PgDatabase,
+    sink_db: PgDatabase,
+) -> None:
+    name = f"reinit-{secrets.token_hex(3)}"
+    _seed(source_db)
+    _start(control_plane, namespace, source_db, sink_db, name)
+    first = _wait_streaming(control_plane, process_node, sluice_operator, namespace, name)
+    wait_tables_equal(source_db, sink_db, TABLES, timeout=60)
+    # Damage the sink behind the connector's back: only a new snapshot can repair it.
+    sink_db.execute("DELETE FROM orders WHERE id <= 50")
+    sink_db.execute("UPDATE orders SET item = 'damaged' WHERE id = 60")
+    control_plane.kubectl("annotate", "connector", name, "-n", namespace, "sluice.dev/command=ReIntialize")
+    wait_tables_equal(source_db, sink_db, TABLES, timeout=120)
+    status = _wait_streaming(control_plane, process_node, sluice_operator, namespace, name)
+    assert status["run_id"] != first["run_id"]
+    assert not status.get("reinitialize")
+    events = control_plane.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    assert "Reinitialized" in events

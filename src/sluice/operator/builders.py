@@ -209,7 +209,7 @@ def role_binding(cr: JsonObj) -> JsonObj:
     }
 
 
-def _env(cr: JsonObj, settings: WorkerSettings, run_id: str, reinitialize: str) -> list[JsonObj]:
+def _env(cr: JsonObj, settings: WorkerSettings, run_id: str) -> list[JsonObj]:
     connector, _ = _meta(cr)
     env: list[JsonObj] = [
         {"name": "SLUICE_CONNECTOR_NAME", "value": connector},
@@ -221,8 +221,6 @@ def _env(cr: JsonObj, settings: WorkerSettings, run_id: str, reinitialize: str) 
         {"name": "SLUICE_LOG_FORMAT", "value": settings.log_format},
         {"name": "SLUICE_SECRETS_DIR", "value": SECRETS_MOUNT},
     ]
-    if reinitialize:
-        env.append({"name": "SLUICE_REINITIALIZE_ID", "value": reinitialize})
     if (cr.get("spec") or {}).get("schedule"):
         # One run per tick: the worker waits after "complete" until the operator scales it to 0.
         env.append({"name": "SLUICE_IDLE_AFTER_COMPLETE", "value": "1"})
@@ -250,13 +248,11 @@ def statefulset(
     *,
     replicas: int,
     run_id: str,
-    reinitialize: str = "",
 ) -> JsonObj:
     """The worker StatefulSet. ``replicas`` is 0 (disabled, between scheduled runs) or 1.
 
     ``run_id`` and the config hash are pod-template annotations: a new run or a changed spec changes the template,
     and the StatefulSet controller replaces the pod (old one fully gone first, see the module docstring).
-    ``reinitialize`` (a request id) tells the worker to drop its progress and snapshot again.
     """
     if replicas not in (0, 1):
         raise ValueError("a connector has at most one worker")
@@ -269,7 +265,7 @@ def statefulset(
         "image": settings.image,
         "command": list(settings.command),
         "args": ["worker", "--config", f"{CONFIG_MOUNT}/{CONFIG_KEY}"],
-        "env": _env(cr, settings, run_id, reinitialize),
+        "env": _env(cr, settings, run_id),
         "volumeMounts": [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True}],
         "resources": settings.resources,
         "securityContext": {

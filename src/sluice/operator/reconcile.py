@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sluice.errors import ConflictError
+from sluice.errors import ConflictError, SluiceError
 from sluice.k8s.jsonclient import JsonClient, KubeError, api_path
 from sluice.models.resource import API_VERSION, KIND
 from sluice.operator import builders, conditions, naming, sourcedb
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 JsonObj = dict[str, Any]
 
 COMMAND_ANNOTATIONS = (naming.ANNOTATION_COMMAND, "sluice.dev/command-id", "sluice.dev/command-requested-at")
-REINIT_ANNOTATION = "sluice.dev/reinitialize-id"
 
 
 @dataclass(frozen=True)
@@ -106,7 +105,6 @@ class Reconciler:
             "annotations"
         ) or {}
         run_id = template_ann.get(naming.ANNOTATION_RUN_ID) or (cr.get("status") or {}).get("run_id") or _new_run()
-        reinit = ((sts or {}).get("metadata", {}).get("annotations") or {}).get(REINIT_ANNOTATION, "")
         status_extra: JsonObj = {}
 
         # 1. one-shot commands (REST API or kubectl annotate)
@@ -116,11 +114,12 @@ class Reconciler:
             outcome = self._command(cr, command)
             if outcome == "deleted":
                 return
-            if outcome in ("Restart", "ReIntialize"):
+            if outcome == "Restart":
                 run_id = _new_run()
                 status_extra["run_id"] = run_id
-                if outcome == "ReIntialize":
-                    reinit = annotations.get("sluice.dev/command-id") or uuid.uuid4().hex
+            elif outcome == "ReIntialize":
+                # Stop the worker first; progress is dropped once it is gone (below), then a new run starts.
+                status_extra["reinitialize"] = {"phase": "stopping", "requested_at": _fmt(_now())}
             cr = self.client.get_or_none(api_path("connectors", namespace, name)) or cr
 
         spec = cr.get("spec") or {}
@@ -132,8 +131,16 @@ class Reconciler:
         if spec.get("schedule") and not spec.get("disabled"):
             replicas, run_id, next_tick = self._schedule(cr, sts, run_id, status_extra)
 
-        # 3. children
-        self._apply_children(cr, replicas, run_id, reinit)
+        # 3. children (a pending ReIntialize keeps the worker stopped until its progress is dropped)
+        reinitializing = bool(status.get("reinitialize") or status_extra.get("reinitialize"))
+        if reinitializing:
+            replicas = 0
+        self._apply_children(cr, replicas, run_id)
+        if reinitializing and self._reinitialize(cr, status_extra):
+            run_id = _new_run()
+            status_extra["run_id"] = run_id
+            replicas = 0 if spec.get("disabled") else 1
+            self._apply_children(cr, replicas, run_id)
 
         # 4. status
         pod = self.client.get_or_none(api_path("pods", namespace, naming.worker_pod_name(name)))
@@ -188,7 +195,7 @@ class Reconciler:
             "Start": "worker resumed (spec.disabled set to false)",
             "Stop": "worker stopped, slot kept (spec.disabled set to true)",
             "Restart": "worker restarted with a new run id; progress is kept",
-            "ReIntialize": "progress dropped: the worker snapshots again under a new run id",
+            "ReIntialize": "worker stopped; its slot and progress are dropped, then it snapshots again",
         }[command]
         self.event(cr, "Normal", "CommandApplied", f"{command}: {what}.")
         return command
@@ -225,7 +232,22 @@ class Reconciler:
 
     # --- children -------------------------------------------------------------------------------------------
 
-    def _apply_children(self, cr: JsonObj, replicas: int, run_id: str, reinit: str) -> None:
+    def _reinitialize(self, cr: JsonObj, status_extra: JsonObj) -> bool:
+        """Drop slot and sink progress once the worker is gone; True when done (a new run may start)."""
+        namespace, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
+        if self.client.get_or_none(api_path("pods", namespace, naming.worker_pod_name(name))) is not None:
+            return False
+        try:
+            sourcedb.forget_progress(self.client, cr)
+        except SluiceError as exc:
+            status_extra["reinitialize"] = {"phase": "blocked", "message": exc.message}
+            self.event(cr, "Warning", "ReinitializeBlocked", f"{exc.message} (retrying)")
+            return False
+        status_extra["reinitialize"] = None
+        self.event(cr, "Normal", "Reinitialized", "Slot and progress dropped: the worker snapshots again.")
+        return True
+
+    def _apply_children(self, cr: JsonObj, replicas: int, run_id: str) -> None:
         namespace = cr["metadata"]["namespace"]
         objects = [
             ("serviceaccounts", builders.service_account(cr)),
@@ -233,9 +255,7 @@ class Reconciler:
             ("rolebindings", builders.role_binding(cr)),
             ("secrets", builders.config_secret(cr)),
         ]
-        sts = builders.statefulset(cr, self.settings.worker, replicas=replicas, run_id=run_id, reinitialize=reinit)
-        if reinit:
-            sts["metadata"]["annotations"] = {REINIT_ANNOTATION: reinit}
+        sts = builders.statefulset(cr, self.settings.worker, replicas=replicas, run_id=run_id)
         objects.append(("statefulsets", sts))
         for plural, obj in objects:
             self._apply(plural, namespace, obj, cr["metadata"]["uid"])

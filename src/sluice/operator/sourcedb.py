@@ -26,11 +26,12 @@ from sluice.models import Connector, SecretRef
 from sluice.models.resource import connector_from_resource
 from sluice.models.secrets import resolve_secrets
 from sluice.operator.conditions import SlotInfo
+from sluice.worker.sinks.postgres.state import StateStore
 from sluice.worker.sources.postgres.connection import conninfo_kwargs
 from sluice.worker.sources.postgres.publication import publication_name_for
 from sluice.worker.sources.postgres.slot import slot_name_for
 
-__all__ = ["CleanupResult", "drop_replication_state", "slot_info", "slot_name"]
+__all__ = ["CleanupResult", "drop_replication_state", "forget_progress", "slot_info", "slot_name"]
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,11 @@ def slot_name(cr: JsonObj) -> str:
     return slot_name_for(cr["metadata"]["name"])
 
 
-def _connect_kwargs(client: JsonClient, cr: JsonObj) -> dict[str, Any] | None:
-    """libpq kwargs for a postgres source, or None for other source kinds."""
+def _connect_kwargs(client: JsonClient, cr: JsonObj, part: str = "source") -> dict[str, Any] | None:
+    """libpq kwargs for a postgres source (or sink, ``part="sink"``), or None for other kinds."""
     namespace = cr["metadata"]["namespace"]
     connector: Connector = connector_from_resource(cr)
-    if connector.source.kind != "postgres":
+    if getattr(connector, part).kind != "postgres":
         return None
 
     def lookup(ref: SecretRef) -> str:
@@ -65,7 +66,7 @@ def _connect_kwargs(client: JsonClient, cr: JsonObj) -> dict[str, Any] | None:
         return base64.b64decode(data[ref.key]).decode()
 
     resolved = resolve_secrets(connector, lookup)
-    kwargs = conninfo_kwargs(resolved.source.config.connection, application_name="sluice-operator")
+    kwargs = conninfo_kwargs(getattr(resolved, part).config.connection, application_name="sluice-operator")
     kwargs["connect_timeout"] = 5
     return kwargs
 
@@ -149,3 +150,24 @@ def drop_replication_state(client: JsonClient, cr: JsonObj) -> CleanupResult:
         else ("dropped" if publication_dropped else "was absent"),
     )
     return CleanupResult(slot_dropped, publication_dropped, user_publication)
+
+
+def forget_progress(client: JsonClient, cr: JsonObj) -> None:
+    """ReIntialize: drop the slot (and Sluice's publication) and the worker's progress in the sink, so the next
+    worker starts from a fresh snapshot. Only called while no worker runs. Raises TransientError if a database
+    cannot be reached (the operator retries on its timer)."""
+    drop_replication_state(client, cr)
+    try:
+        kwargs = _connect_kwargs(client, cr, "sink")
+    except (NotFoundError, ConfigError) as exc:
+        raise TransientError(f"cannot reach the sink to reset progress: {exc}") from exc
+    if kwargs is None:
+        return
+    kwargs["connect_timeout"] = 5
+    try:
+        with psycopg.connect(**kwargs, autocommit=True) as conn:
+            store = StateStore(cr["metadata"]["name"])
+            store.ensure(conn)
+            store.clear(conn)
+    except psycopg.Error as exc:
+        raise TransientError(f"cannot reset progress in the sink: {str(exc).strip().splitlines()[0]}") from exc
