@@ -56,6 +56,11 @@ class KubeError(SluiceError):
         self.status = status
         self.kube_reason = reason
 
+    @property
+    def retryable(self) -> bool:  # type: ignore[override]
+        """Conflicts, throttling and server-side failures clear up on a retry; 4xx about the request do not."""
+        return self.status in (409, 429) or self.status >= 500
+
 
 def api_path(plural: str, namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:
     """The URL path of a collection, an object, or an object's subresource (``status``)."""

@@ -21,7 +21,7 @@ import kopf
 from pydantic import ValidationError
 
 from sluice.errors import SluiceError, TransientError
-from sluice.k8s.jsonclient import api_path
+from sluice.k8s.jsonclient import KubeError, api_path
 from sluice.models.resource import GROUP, PLURAL, VERSION
 from sluice.operator import naming, sourcedb
 from sluice.operator.reconcile import OperatorSettings, Reconciler
@@ -87,7 +87,10 @@ def cleanup(rec: Reconciler, namespace: str, name: str) -> None:
     if cr is None:
         return
     force = (cr["metadata"].get("annotations") or {}).get(naming.ANNOTATION_FORCE_DELETE) == "true"
-    ns = client.get_or_none(api_path("namespaces", name=namespace))
+    try:
+        ns = client.get_or_none(api_path("namespaces", name=namespace))
+    except KubeError:  # without `get namespaces` rights: assume the namespace stays
+        ns = {"metadata": {}}
     if ns is None or ns["metadata"].get("deletionTimestamp"):
         # The namespace is going away: its Secrets (the source credentials) are deleted alongside, so waiting
         # for a reachable source could block the namespace forever. Clean up if possible, never block.
