@@ -7,6 +7,7 @@ Connector's status and conditions, pods, Secrets, and the slot/publication on th
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,10 +15,17 @@ import pytest
 from sluice.devstack import ControlPlane
 from sluice.devstack.processnode import ProcessNode
 from tests.support.cluster import poll
-from tests.support.operator import OperatorProcess, apply, connector_resource, secret_resource
+from tests.support.operator import OperatorProcess, apply, connector_resource, operator_namespace, secret_resource
 from tests.support.pg import PgDatabase, wait_tables_equal
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace the test operator watches (``op-*``)."""
+    yield from operator_namespace(control_plane, request)
+
 
 TABLES = {"orders": ["id"]}
 

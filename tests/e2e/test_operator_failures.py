@@ -20,10 +20,16 @@ from sluice.devstack.postgres import PostgresInstance
 from sluice.devstack.processnode import ProcessNode
 from tests.e2e.test_operator import _condition, _describe, _seed, _status, _worker_pod
 from tests.support.cluster import poll
-from tests.support.operator import OperatorProcess, apply, connector_resource, secret_resource
+from tests.support.operator import OperatorProcess, apply, connector_resource, operator_namespace, secret_resource
 from tests.support.pg import PgDatabase, require_postgres
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace the test operator watches (``op-*``)."""
+    yield from operator_namespace(control_plane, request)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +15,23 @@ from sluice.devstack import ControlPlane
 from sluice.devstack.processnode import ProcessNode
 from tests.e2e.test_operator import TABLES, _get, _seed, _start, _status, _wait_streaming, _worker_pod
 from tests.support.cluster import poll
-from tests.support.operator import OperatorProcess, apply, connector_resource, start_operator, stop_operator
+from tests.support.operator import (
+    OperatorProcess,
+    apply,
+    connector_resource,
+    operator_namespace,
+    start_operator,
+    stop_operator,
+)
 from tests.support.pg import PgDatabase, connector_spec, wait_tables_equal
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace the test operator watches (``op-*``)."""
+    yield from operator_namespace(control_plane, request)
 
 
 def test_connector_posted_to_the_rest_api_streams(
@@ -132,10 +145,10 @@ def test_two_operator_replicas_one_leads_the_other_takes_over(
     tmp_path: Path,
 ) -> None:
     lease = f"sluice-operator-{secrets.token_hex(3)}"
-    first = start_operator(control_plane, tmp_path / "a", "--lease-name", lease, "--namespace", "nowhere")
+    first = start_operator(control_plane, tmp_path / "a", "--lease-name", lease, namespace="nowhere")
     try:
         poll(lambda: "operator started" in first.log_path.read_text(), timeout=60, message="first replica leads")
-        second = start_operator(control_plane, tmp_path / "b", "--lease-name", lease, "--namespace", "nowhere")
+        second = start_operator(control_plane, tmp_path / "b", "--lease-name", lease, namespace="nowhere")
         try:
             poll(
                 lambda: "waits as standby" in second.log_path.read_text(),

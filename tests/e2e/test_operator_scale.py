@@ -17,10 +17,17 @@ from sluice.devstack.postgres import PostgresInstance
 from sluice.devstack.processnode import ProcessNode
 from tests.e2e.test_operator import TABLES, _condition, _describe, _seed, _status
 from tests.support.cluster import poll
-from tests.support.operator import OperatorProcess, apply, connector_resource, secret_resource
+from tests.support.operator import OperatorProcess, apply, connector_resource, operator_namespace, secret_resource
 from tests.support.pg import PgDatabase, require_postgres, wait_tables_equal
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace the test operator watches (``op-*``)."""
+    yield from operator_namespace(control_plane, request)
+
 
 COUNT = int(os.environ.get("SLUICE_E2E_CONNECTORS", "20"))
 

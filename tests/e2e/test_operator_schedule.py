@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,10 +12,16 @@ from sluice.devstack import ControlPlane
 from sluice.devstack.processnode import ProcessNode
 from tests.e2e.test_operator import TABLES, _condition, _describe, _seed, _status, _worker_pod
 from tests.support.cluster import poll
-from tests.support.operator import OperatorProcess, apply, connector_resource, secret_resource
+from tests.support.operator import OperatorProcess, apply, connector_resource, operator_namespace, secret_resource
 from tests.support.pg import PgDatabase, wait_tables_equal
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace the test operator watches (``op-*``)."""
+    yield from operator_namespace(control_plane, request)
 
 
 def test_scheduled_snapshot_runs_once_per_tick(

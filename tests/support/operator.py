@@ -3,6 +3,8 @@
 - ``sluice_operator`` (session): the operator running with the admin kubeconfig, Lease leader election in
   ``default``, a 2 s status refresh, worker metrics off (every pod on the process node shares the host network).
   ``sluice_operator.log_tail()`` for failure messages.
+- :func:`operator_namespace`: the operator only watches namespaces matching ``op-*`` (so API tests elsewhere in
+  the session never see its finalizer); operator test modules override ``namespace`` with it.
 - :func:`connector_resource` builds a Connector CR whose passwords come from a Secret (``*_secret_ref``).
 """
 
@@ -26,6 +28,25 @@ from sluice.devstack.processnode import ProcessNode
 from tests.support.cluster import poll
 from tests.support.pg import PgDatabase, connector_spec
 
+NAMESPACE_GLOB = "op-*"
+
+
+def operator_namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
+    """Body of the ``namespace`` override in operator test modules: like the session-wide fixture, but named
+    ``op-...`` so that the test operator (``--namespace op-*``) watches it."""
+    import re
+    import secrets
+
+    slug = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"op-{slug}-{secrets.token_hex(3)}"
+    control_plane.kubectl("create", "namespace", name)
+    poll(
+        lambda: control_plane.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
+        message=f"ServiceAccount {name}/default",
+    )
+    yield name
+    control_plane.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
 
 @dataclass
 class OperatorProcess:
@@ -45,7 +66,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_operator(control_plane: ControlPlane, workdir: Path, *extra: str) -> OperatorProcess:
+def start_operator(
+    control_plane: ControlPlane, workdir: Path, *extra: str, namespace: str = NAMESPACE_GLOB
+) -> OperatorProcess:
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"operator-{len(list(workdir.glob('operator-*.log')))}.log"
     port = _free_port()
@@ -55,6 +78,7 @@ def start_operator(control_plane: ControlPlane, workdir: Path, *extra: str) -> O
         "--metrics-port", str(port), "--health-port", "0",
         "--worker-metrics-port", "0", "--refresh-seconds", "2",
         "--lease-namespace", "default", "--worker-image", "sluice:test",
+        "--namespace", namespace,
         *extra,
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
@@ -132,6 +156,7 @@ __all__ = [
     "OperatorProcess",
     "apply",
     "connector_resource",
+    "operator_namespace",
     "secret_resource",
     "sluice_operator",
     "start_operator",
