@@ -477,6 +477,9 @@ class Engine:
         # which keeps single-row latency low. The slot is told "flushed" only for source positions whose sink
         # commit is known durable (sink WAL flushed past it), so a sink crash never loses a confirmed change.
         self.snk.execute("SET synchronous_commit = off")
+        # Merges join a small staging table to a large target by key: always through the key's index. Statistics
+        # of a target just truncated or loaded in the same transaction would otherwise invite nested-loop seq scans.
+        self.snk.execute("SET enable_seqscan = off")
         self.snk.commit()
         self._meta = psycopg.connect(**self.snk_kw, autocommit=True)
         self._unflushed: deque[tuple[int, int]] = deque()  # (source end LSN, sink WAL position after commit)
