@@ -58,9 +58,12 @@ def status_patch(status: WorkerStatus, *, pod: str | None = None, run_id: str | 
         "rows_applied": status.rows_applied,
         "lag_bytes": status.lag_bytes,
         "lag_seconds": status.lag_seconds,
-        "last_error": _error(status.last_error),
         "worker_reported_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    # ``last_error`` is the latest error: a report without one leaves the previous error visible (with its time).
+    error = _error(status.last_error)
+    if error is not None:
+        out["last_error"] = error
     if pod:
         out["worker"] = {"pod": pod}
     return out
@@ -98,7 +101,10 @@ class KubernetesStatusReporter:
         self._pod = pod or os.environ.get("SLUICE_POD_NAME")
         # The operator names the run (pod template annotation + env), so status and REST agree on it.
         self._run_id = os.environ.get("SLUICE_RUN_ID") or None
-        self._latest: WorkerStatus | None = None
+        # The engine mutates one WorkerStatus in place, so each report is turned into its patch at once (under the
+        # caller's thread) and numbered: the sender clears only what it actually sent.
+        self._pending: dict[str, Any] | None = None
+        self._seq = 0
         self._urgent = False
         self._last_key: tuple[str, str] | None = None
         self._lock = threading.Lock()
@@ -115,8 +121,14 @@ class KubernetesStatusReporter:
         return cls(os.environ["SLUICE_CONNECTOR_NAMESPACE"], os.environ["SLUICE_CONNECTOR_NAME"])
 
     def report(self, status: WorkerStatus) -> None:
+        try:
+            patch = status_patch(status, pod=self._pod, run_id=self._run_id)
+        except Exception as exc:  # never into the engine
+            log.warning("cannot render status report: %s", exc)
+            return
         with self._lock:
-            self._latest = status
+            self._pending = patch
+            self._seq += 1
             key = (status.state, status.status)
             if key != self._last_key:
                 self._urgent = True
@@ -135,26 +147,23 @@ class KubernetesStatusReporter:
             self._wake.wait(self._min_interval)
             self._wake.clear()
             with self._lock:
-                status, urgent = self._latest, self._urgent
+                patch, seq, urgent = self._pending, self._seq, self._urgent
             stopping = self._stopped.is_set()
             due = urgent or stopping or time.monotonic() - last_sent >= self._min_interval
-            if status is not None and due and self._send(status):
+            if patch is not None and due and self._send(patch):
                 last_sent = time.monotonic()
                 with self._lock:
-                    if self._latest is status:
-                        self._latest = None
-                    self._urgent = False
+                    if self._seq == seq:  # nothing newer arrived while sending
+                        self._pending = None
+                        self._urgent = False
             if stopping:
                 return
 
-    def _send(self, status: WorkerStatus) -> bool:
+    def _send(self, patch: dict[str, Any]) -> bool:
         try:
             if self._client is None:
                 self._client = JsonClient(timeout=5)
-            self._client.merge_patch(
-                api_path("connectors", self.namespace, self.name, "status"),
-                {"status": status_patch(status, pod=self._pod, run_id=self._run_id)},
-            )
+            self._client.merge_patch(api_path("connectors", self.namespace, self.name, "status"), {"status": patch})
             return True
         except Exception as exc:  # never into the engine: progress reporting must not stop replication
             log.warning("cannot write status of connector %s/%s: %s", self.namespace, self.name, exc)

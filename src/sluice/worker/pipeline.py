@@ -60,6 +60,8 @@ _ROW_KINDS = frozenset(b"IUD")
 #: errors that mean "retry later", not "the spec is wrong"
 #: connection exception, insufficient resources, operator intervention (restart, shutdown), serialization/deadlock
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "40")
+#: advisory lock key serializing DDL of workers that share a sink database
+_SETUP_LOCK = 0x51C3_0001
 _PERMANENT_HINTS = ("authentication failed", "does not exist", "permission denied", "no pg_hba.conf entry")
 
 
@@ -74,6 +76,8 @@ def _classify(exc: BaseException) -> SluiceError:
     if isinstance(exc, psycopg.OperationalError | psycopg2.OperationalError | psycopg2.InterfaceError | OSError):
         return TransientError(text)
     code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    if code == "23505" and '"pg_' in text:
+        return TransientError(text)  # two sessions created the same catalog object at once: try again
     if code and code[:2] in _TRANSIENT_SQLSTATE_CLASSES:
         return TransientError(text)
     if isinstance(exc, psycopg2.DatabaseError) and not code:
@@ -203,6 +207,9 @@ class Engine:
         with psycopg.connect(**self.src_kw, autocommit=True) as src, self._connect_sink() as snk:
             self.src = src
             self.snk = snk
+            # Workers of several connectors may share a sink database: serialize their DDL (CREATE SCHEMA IF NOT
+            # EXISTS and friends race with each other otherwise).
+            snk.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
             self.state_store.ensure(snk)
             snk.commit()
             pub_tables = None
@@ -231,6 +238,7 @@ class Engine:
             oids: set[int] = set()
             for t in tables:
                 oids |= t.user_type_oids
+            snk.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
             ensure_types(snk, load_user_types(src, oids))
             self.tables: dict[str, SinkTable] = {}
             self.by_source: dict[tuple[str, str], SinkTable] = {}
