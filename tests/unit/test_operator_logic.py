@@ -178,3 +178,15 @@ def test_worker_status_patch() -> None:
     assert patch["tables"][0]["phase"] == "snapshotted"
     assert patch["last_error"]["reason"] == "Transient" and patch["last_error"]["fix"] == "wait"
     assert patch["worker"] == {"pod": "c-worker-0"}
+
+
+def test_recent_crash_keeps_degraded_while_ready_again() -> None:
+    cr = _cr(
+        status={"state": "realtime", "status": {"type": "heartbeat"}, "worker_reported_at": "2026-11-26T11:59:59Z"}
+    )
+    out = derive_status(Observed(cr=cr, pod=_pod(restarts=1), desired_replicas=1, now=NOW))
+    assert _cond(out, "Ready")["status"] == "True"
+    degraded = _cond(out, "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "WorkerRestarted"
+    later = derive_status(Observed(cr=cr, pod=_pod(restarts=1), desired_replicas=1, now=NOW + timedelta(hours=1)))
+    assert _cond(later, "Degraded")["status"] == "False"

@@ -134,7 +134,15 @@ def run(args: argparse.Namespace) -> int:
         kubeconfig.chmod(0o600)
         _step("installing the Connector CRD")
         plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(root / "crds" / "connector.yaml"))
-        plane.kubectl("wait", "--for=condition=Established", "crd/connectors.sluice.dev", "--timeout=60s")
+
+        def established() -> bool:
+            # `kubectl wait` errors out instead of waiting while the CRD has no conditions yet: poll instead.
+            out = plane.kubectl("get", "crd", "connectors.sluice.dev", "-o", "json", check=False)
+            conds = json.loads(out.stdout).get("status", {}).get("conditions") or [] if out.returncode == 0 else []
+            return any(c.get("type") == "Established" and c.get("status") == "True" for c in conds)
+
+        _wait(established, 60, "the Connector CRD to be established", stop)
+        _wait(lambda: plane.kubectl("get", "connectors", check=False).returncode == 0, 60, "connectors served", stop)
 
         _step("starting the process node (pods run as local processes; a development tool, not a kubelet)")
         node = ProcessNode(plane.node_kubeconfig("sluice-dev-node"), work / "node", name="sluice-dev-node")

@@ -11,7 +11,7 @@ Condition rules (each message says what to do):
   the worker's report is fresh and the slot is not lagging past the threshold. Anything else is False with the
   most useful reason.
 - Snapshotting / Streaming: the worker's ``state``.
-- Degraded: the worker is retrying, crash-looping, or reported an error.
+- Degraded: the worker is retrying, crash-looping, reported an error, or crashed in the last 10 minutes.
 - SlotLagHigh: the slot is more than ``lag_threshold_bytes`` behind: WAL piles up on the source.
 - WalRetained (only while disabled): the slot is kept and holds WAL on the source.
 """
@@ -27,6 +27,8 @@ __all__ = ["Observed", "SlotInfo", "derive_status", "human_bytes", "parse_time"]
 JsonObj = dict[str, Any]
 
 STALE_REPORT_SECONDS = 120.0
+#: A worker crash this recent keeps Degraded True even once the worker runs again.
+RECENT_CRASH_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -217,7 +219,10 @@ def derive_status(obs: Observed) -> JsonObj:
                 f"The worker cannot start: {waiting.get('message', '')}. Create the Secret/key named, or fix "
                 "the *_secret_ref in the spec."
             )
-        elif run_type == "failed" or (last_error and not running):
+        elif run_type == "failed" or (
+            last_error and (not running or (restarts and worker_state in (None, "start", "initialize")))
+        ):
+            # Down, or restarted and not past setup yet: the previous failure is still the news.
             reason = str((last_error or {}).get("reason") or "WorkerFailed")
             message = _error_text(last_error) or "The worker failed."
         elif failed_tables:
@@ -254,17 +259,33 @@ def derive_status(obs: Observed) -> JsonObj:
             reason = "Streaming" if worker_state == "realtime" else "Snapshotting"
             message = "Replicating." + (f" Lag: {human_bytes(lag_bytes)}." if isinstance(lag_bytes, int) else "")
         conds.append(("Ready", ready, reason, message))
+        finished = parse_time(last_term.get("finishedAt"))
+        recent_crash = (
+            restarts > 0
+            and last_term.get("exitCode") not in (None, 0)
+            and finished is not None
+            and (obs.now - finished).total_seconds() < RECENT_CRASH_SECONDS
+        )
         degraded = (
-            run_type == "retry" or waiting.get("reason") == "CrashLoopBackOff" or (bool(last_error) and not ready)
+            run_type == "retry"
+            or waiting.get("reason") == "CrashLoopBackOff"
+            or (bool(last_error) and not ready)
+            or recent_crash
         )
-        dmsg = ""
         if run_type == "retry":
-            dmsg = f"Retrying (attempt {run.get('attempt')}): {run.get('reason', '')}"
+            dreason, dmsg = "Retrying", f"Retrying (attempt {run.get('attempt')}): {run.get('reason', '')}"
+        elif degraded and not ready:
+            dreason, dmsg = reason, message
         elif degraded:
-            dmsg = message
-        conds.append(
-            ("Degraded", degraded, "Retrying" if run_type == "retry" else (reason if degraded else "AsExpected"), dmsg)
-        )
+            dreason = "WorkerRestarted"
+            dmsg = (
+                f"The worker exited with code {last_term.get('exitCode')} at {last_term.get('finishedAt')} and was "
+                f"restarted ({restarts} restart(s) of this pod); it replicates again. "
+                f"{_error_text(last_error) or 'Read the worker log for the cause.'}"
+            )
+        else:
+            dreason, dmsg = "AsExpected", ""
+        conds.append(("Degraded", degraded, dreason, dmsg))
 
     high = isinstance(lag_bytes, int) and lag_bytes > obs.lag_threshold_bytes
     conds.append(
