@@ -488,6 +488,8 @@ class Engine:
         # Merges join a small staging table to a large target by key: always through the key's index. Statistics
         # of a target just truncated or loaded in the same transaction would otherwise invite nested-loop seq scans.
         self.snk.execute("SET enable_seqscan = off")
+        # ... and that penalty cost would trigger JIT compilation (~200 ms) of every merge: never worth it here.
+        self.snk.execute("SET jit = off")
         self.snk.commit()
         self._meta = psycopg.connect(**self.snk_kw, autocommit=True)
         self._unflushed: deque[tuple[int, int]] = deque()  # (source end LSN, sink WAL position after commit)
