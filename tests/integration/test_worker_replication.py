@@ -424,3 +424,25 @@ def test_table_added_after_the_snapshot_is_copied_on_restart(
     source_db.psql("UPDATE later SET v = 'changed' WHERE id <= 10; DELETE FROM later WHERE id > 4990;")
     wait_tables_equal(source_db, sink_db, {"first": ("id",), "later": ("id",)})
     assert worker.stop() == 0
+
+
+def test_cleanup_drops_slot_and_own_publication(
+    source_db: PgDatabase, sink_db: PgDatabase, make_connector_config: MakeConfig, run_worker: RunWorker
+) -> None:
+    from sluice.errors import TransientError
+    from sluice.worker.cleanup import drop_source_objects
+    from sluice.worker.config import load_connector
+
+    source_db.psql("CREATE TABLE c (id int PRIMARY KEY); INSERT INTO c VALUES (1);")
+    cfg = make_connector_config()
+    worker = run_worker(cfg)
+    worker.wait_for_status(realtime)
+    connector = load_connector(cfg)
+    with pytest.raises(TransientError, match="still in use"):
+        drop_source_objects(connector)
+    assert worker.stop() == 0
+    dropped = drop_source_objects(connector)
+    assert any(d.startswith("slot ") for d in dropped) and any(d.startswith("publication ") for d in dropped)
+    assert not source_db.scalar("SELECT count(*) FROM pg_replication_slots WHERE database = current_database()")
+    assert not source_db.scalar("SELECT count(*) FROM pg_publication")
+    assert drop_source_objects(connector) == []  # idempotent
