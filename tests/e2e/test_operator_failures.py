@@ -130,10 +130,6 @@ def test_wal_level_not_logical(
     _expect_actionable_failure(control_plane, process_node, sluice_operator, namespace, name, r"wal_level")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the worker ignores catalog tables that do not exist instead of reporting them (reported to the lead)",
-)
 def test_missing_table(
     control_plane: ControlPlane,
     process_node: ProcessNode,

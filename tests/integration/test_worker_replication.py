@@ -351,6 +351,29 @@ def test_preflight_names_what_to_fix(
     assert "REPLICA IDENTITY FULL" in err["fix"]
 
 
+def test_catalog_naming_a_missing_table_is_refused(
+    source_db: PgDatabase, sink_db: PgDatabase, make_connector_config: MakeConfig, run_worker: RunWorker
+) -> None:
+    source_db.psql("CREATE TABLE present (id int PRIMARY KEY);")
+    catalog = {
+        "default_action": "Exclude",
+        "schemas": [
+            {
+                "name": "public",
+                "action": "Include",
+                "tables": [{"name": "present", "action": "Include"}, {"name": "absent", "action": "Include"}],
+            }
+        ],
+    }
+    worker = run_worker(make_connector_config(catalog=catalog))
+    assert worker.wait(60) == 2
+    err = worker.last_status()["last_error"]  # type: ignore[index]
+    assert err["error"] == "SourceNotReady"
+    assert "public.absent" in err["message"]
+    assert "public.present" not in err["message"]
+    assert "source.postgres.catalog" in err["fix"]
+
+
 def test_user_publication_is_used(
     source_db: PgDatabase, sink_db: PgDatabase, make_connector_config: MakeConfig, run_worker: RunWorker
 ) -> None:

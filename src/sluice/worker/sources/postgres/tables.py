@@ -11,6 +11,8 @@ from typing import Any
 
 import psycopg
 
+from sluice.errors import ErrorDetail, SourceSetupError
+
 __all__ = ["SourceColumn", "SourceTable", "UserType", "discover_tables", "is_selected", "load_user_types"]
 
 #: OIDs below this are built in; user types have larger ones.
@@ -164,6 +166,7 @@ def discover_tables(
     """The replicated tables, in a stable order. ``publication_tables`` limits them to a user's publication."""
     conn.execute("SET search_path = pg_catalog")
     rows = conn.execute(_TABLES_SQL).fetchall()
+    _check_named_tables_exist(catalog, {(r[1], r[2]) for r in rows})
     tables: list[SourceTable] = []
     leaves_of: dict[tuple[str, str], list[tuple[int, str, str]]] = {}
     for oid, schema, name, relkind, _ident, is_partition, root_schema, root_name in rows:
@@ -206,6 +209,32 @@ def discover_tables(
             )
         )
     return tables
+
+
+def _check_named_tables_exist(catalog: Any, existing: set[tuple[str, str]]) -> None:
+    """Refuse a catalog that includes a table by name which the source does not have.
+
+    Why not skip it silently: a typo in a table name would otherwise give a connector that reports Ready while
+    replicating nothing of what the user asked for.
+    """
+    if catalog is None:
+        return
+    problems: list[ErrorDetail] = []
+    for i, s in enumerate(catalog.schemas):
+        for j, t in enumerate(s.tables):
+            if _action(t.action) == "Include" and (s.name, t.name) not in existing:
+                problems.append(
+                    ErrorDetail(
+                        ["source", "postgres", "catalog", "schemas", i, "tables", j, "name"],
+                        f"table {s.name}.{t.name} is included by the catalog but does not exist in the source database",
+                        f"Create the table {s.name}.{t.name} in the source, or correct or remove its entry in "
+                        "source.postgres.catalog (names are case-sensitive).",
+                    )
+                )
+    if problems:
+        raise SourceSetupError(
+            "; ".join(p.msg for p in problems), fix=" ".join(p.fix for p in problems), details=problems
+        )
 
 
 def _explicitly_named(catalog: Any, schema: str, table: str) -> bool:
