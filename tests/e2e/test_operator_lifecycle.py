@@ -57,6 +57,25 @@ def test_connector_posted_to_the_rest_api_streams(
     assert state == "realtime" or (isinstance(state, dict) and "realtime" in state), got
     assert got["run_id"]
 
+    # The operator records each transition it sees; the history endpoint shows them in the reference's form.
+    def streaming_event() -> list[dict[str, Any]] | None:
+        resp = api.get(f"/api/v1/connector/history/{name}?namespace={namespace}", headers=headers)
+        assert resp.status_code == 200, resp.text
+        events: list[dict[str, Any]] = resp.json()["events"]
+        return (
+            events
+            if any(
+                e.get("state") in ("realtime", {"realtime": {}})
+                or (isinstance(e.get("state"), dict) and "realtime" in e["state"])
+                for e in events
+            )
+            else None
+        )
+
+    events = poll(streaming_event, timeout=60, message="a realtime event in the history")
+    assert all(e["connector_id"] == name and e["created_at"] and e["component"] for e in events)
+    assert len({e["id"] for e in events}) == len(events)
+
 
 def test_restart_command_annotation_starts_a_new_run_and_is_removed(
     control_plane: ControlPlane,

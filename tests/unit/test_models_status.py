@@ -44,6 +44,7 @@ def test_status_uses_kubernetes_names_and_keeps_unknown_fields() -> None:
         "observedGeneration": 2,
         "conditions": [],
         "tables": [],
+        "history": [],
     }
 
 

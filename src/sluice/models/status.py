@@ -44,6 +44,7 @@ __all__ = [
     "StateDetail",
     "StateName",
     "StateObject",
+    "StatusEvent",
     "StatusObject",
     "TablePhase",
     "TableProgress",
@@ -181,6 +182,24 @@ class WorkerInfo(StatusModel):
     """When the worker process started."""
 
 
+class StatusEvent(StatusModel):
+    """One status transition as the resource stores it (flat, structural); the REST history shows it as a
+    :class:`HistoryEvent`."""
+
+    id: str
+    """Event id."""
+    created_at: datetime
+    """When the operator observed the transition."""
+    component: str = "Connector"
+    """Part of the pipeline the event is about: Buffer, Connector, Source or Target."""
+    run_id: str | None = None
+    """Run the event belongs to."""
+    state: StateName | None = None
+    """Lifecycle state after the transition."""
+    status: RunStatus | None = None
+    """Outcome after the transition."""
+
+
 class ConnectorStatus(StatusModel):
     """Observed state of a Connector (the status subresource)."""
 
@@ -224,6 +243,8 @@ class ConnectorStatus(StatusModel):
     """The latest error."""
     worker: WorkerInfo | None = None
     """The worker pod."""
+    history: list[StatusEvent] = Field(default_factory=list)
+    """The latest status events, oldest first (kept by the operator, bounded; GET /api/v1/connector/history/{id})."""
 
 
 # --- the REST view -----------------------------------------------------------------------------------------------
@@ -390,3 +411,5 @@ class HistoryEvent(SluiceModel):
     """Buffer, Connector, Source or Target."""
     status: SimpleStatus | StatusObject
     """The outcome reported."""
+    state: SimpleState | StateObject | None = None
+    """Lifecycle state at the time of the event (a Sluice addition to the reference's event)."""

@@ -23,6 +23,7 @@ from sluice.errors import ConflictError, SluiceError
 from sluice.k8s.jsonclient import JsonClient, KubeError, api_path
 from sluice.models.resource import API_VERSION, KIND
 from sluice.operator import builders, conditions, naming, sourcedb
+from sluice.operator.history import next_history
 from sluice.operator.metrics import OperatorMetrics
 from sluice.operator.schedule import next_run
 
@@ -163,6 +164,9 @@ class Reconciler:
         if spec.get("disabled") or (replicas == 0 and spec.get("schedule")):
             # The worker is not running: what it last reported about its activity is no longer true.
             patch["lag_seconds"] = None
+        history = next_history(status, patch, _now())
+        if history is not None:
+            patch["history"] = history
         self._events_for_transitions(cr, status, patch)
         self.client.merge_patch(api_path("connectors", namespace, name, "status"), {"status": patch})
         if self.metrics is not None:

@@ -44,7 +44,7 @@ from sluice.k8s import API_VERSION, KIND, Kube, OwnerRef, StoredSecret
 from sluice.models import Connector, ConnectorBody
 from sluice.models.resource import connector_to_resource
 from sluice.models.secrets import extract_secrets
-from sluice.models.status import CommandName, ConnectorStatus, ConnectorStatusView, HistoryEvent
+from sluice.models.status import CommandName, ConnectorStatus, ConnectorStatusView, HistoryEvent, StatusEvent
 
 __all__ = [
     "COMMAND_ANNOTATION",
@@ -142,7 +142,18 @@ class ConnectorService:
         out: list[dict[str, Any]] = []
         for event in events if isinstance(events, list) else []:
             try:
-                out.append(HistoryEvent.model_validate(event).model_dump(mode="json", exclude_none=True))
+                stored = StatusEvent.model_validate(event)
+                view = ConnectorStatusView.of(ConnectorStatus(state=stored.state, status=stored.status))
+                rest = HistoryEvent(
+                    id=stored.id,
+                    connector_id=connector_id,
+                    run_id=stored.run_id,
+                    created_at=stored.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    component=stored.component,
+                    status=view.status or "start",
+                    state=view.state,
+                )
+                out.append(rest.model_dump(mode="json", exclude_none=True))
             except (ValidationError, ValueError):
                 log.debug('skipping a malformed history event of connector "%s/%s"', namespace, connector_id)
         return out
