@@ -36,7 +36,7 @@ from sluice.models import Connector
 from sluice.worker.config import WorkerSettings, settings_for
 from sluice.worker.lsn import format_lsn, parse_lsn
 from sluice.worker.sinks.postgres.applier import Applier
-from sluice.worker.sinks.postgres.apply import TableChanges, truncate_tables
+from sluice.worker.sinks.postgres.apply import EncodedChanges, TableChanges, encode_table_changes, truncate_tables
 from sluice.worker.sinks.postgres.ddl import SinkTable, ensure_key, ensure_table, ensure_types, sink_columns
 from sluice.worker.sinks.postgres.state import ConnectorState, StateStore
 from sluice.worker.sources.postgres import pgoutput as po
@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 _PG_EPOCH = 946_684_800  # 2000-01-01 in Unix seconds
 _LEN = struct.Struct("!I")
+_CHUNK = struct.Struct("!BIII")  # flags, rows, label length, data length
 _ROW_KINDS = frozenset(b"IUD")
 
 #: errors that mean "retry later", not "the spec is wrong"
@@ -90,24 +91,49 @@ def _classify(exc: BaseException) -> SluiceError:
 
 @dataclass
 class _Spill:
-    """A transaction PostgreSQL streams while it is still in progress, kept on disk until it commits."""
+    """A transaction PostgreSQL streams while it is still in progress, kept on disk until it commits.
+
+    Row changes of the top-level transaction to keyed tables are folded and encoded as staging COPY data while
+    they stream in (usually before the source has even committed), so the Stream Commit only loads and merges
+    bytes. Everything else — subtransaction changes (an abort may discard them), keyless tables, relation and
+    truncate messages — is kept as the raw message and decoded at the Stream Commit. Records keep stream order:
+    folded changes are written out before any raw record that follows them.
+    """
 
     file: IO[bytes]
     aborted_subxids: set[int] = field(default_factory=set)
+    #: folded, not yet encoded changes of the top-level transaction, by relation oid
+    pending: dict[int, TableChanges] = field(default_factory=dict)
+    pending_rows: int = 0
+    #: a relation changed shape inside this transaction: keep every later message raw
+    raw_only: bool = False
 
     def write(self, payload: bytes) -> None:
-        self.file.write(_LEN.pack(len(payload)))
+        self.file.write(b"R" + _LEN.pack(len(payload)))
         self.file.write(payload)
 
+    def write_encoded(self, enc: EncodedChanges) -> None:
+        label = enc.table.label.encode()
+        self.file.write(b"C" + _CHUNK.pack(enc.flags, enc.count, len(label), len(enc.data)))
+        self.file.write(label)
+        self.file.write(enc.data)
+
     def replay(self) -> Any:
+        """Yields raw message bytes, or (table label, flags, count, COPY data) of an encoded chunk."""
         self.file.flush()
         self.file.seek(0)
+        read = self.file.read
         while True:
-            head = self.file.read(4)
-            if len(head) < 4:
+            tag = read(1)
+            if tag == b"R":
+                (n,) = _LEN.unpack(read(4))
+                yield read(n)
+            elif tag == b"C":
+                flags, count, nlabel, ndata = _CHUNK.unpack(read(_CHUNK.size))
+                label = read(nlabel).decode()
+                yield (label, flags, count, read(ndata))
+            else:
                 return
-            (n,) = _LEN.unpack(head)
-            yield self.file.read(n)
 
 
 def _nullness(not_null: bool) -> str:
@@ -589,10 +615,21 @@ class Engine:
             return
         if dec.in_stream and payload[:1] not in (b"E", b"S"):
             # Part of an in-progress transaction: to disk until its Stream Commit (relations decoded now too).
-            if payload[:1] in (b"R", b"Y"):
-                dec.decode(payload)
             assert self._stream_xid is not None
-            self._spills[self._stream_xid].write(payload)
+            current = self._spills[self._stream_xid]
+            kind = payload[0]
+            if kind in _ROW_KINDS:
+                if not current.raw_only:
+                    row = po.decode_row_change(payload, True)
+                    if row[1] == self._stream_xid and self._fold_streamed(current, row):
+                        return
+            elif kind in (0x52, 0x59):  # R, Y
+                prior = dec.relations.get(_LEN.unpack_from(payload, 5)[0]) if kind == 0x52 else None
+                meta = dec.decode(payload)
+                if isinstance(meta, po.Relation) and not current.raw_only and not self._same_shape(prior, meta):
+                    current.raw_only = True
+            self._spill_encode(current)
+            current.write(payload)
             return
         msg = dec.decode(payload)
         if isinstance(msg, po.StreamStart):
@@ -613,12 +650,16 @@ class Engine:
             spill = self._spills.pop(msg.xid, None)
             if spill is None:
                 return
-            log.debug("stream commit of xid %d: replaying %d spilled bytes", msg.xid, spill.file.tell())
             try:
+                self._spill_encode(spill)
+                log.debug("stream commit of xid %d: replaying %d spilled bytes", msg.xid, spill.file.tell())
                 self._begin(msg.commit_lsn)
                 replay = po.PgOutputDecoder(in_stream=True, relations=dec.relations)
                 aborted = spill.aborted_subxids
                 for raw in spill.replay():
+                    if isinstance(raw, tuple):
+                        self._apply_encoded_chunk(*raw)
+                        continue
                     if raw[0] in _ROW_KINDS:
                         row_change = po.decode_row_change(raw, True)
                         if row_change[1] not in aborted:
@@ -637,6 +678,68 @@ class Engine:
             self._end(msg.end_lsn, msg.commit_ts)
         else:
             self._change(msg, stream)
+
+    def _same_shape(self, prior: po.Relation | None, rel: po.Relation) -> bool:
+        """Whether changes of ``rel`` can be encoded for the sink table as it is now (no schema change between)."""
+        if prior is not None and (prior.namespace, prior.name, prior.columns) != (rel.namespace, rel.name, rel.columns):
+            return False
+        table = self.by_source.get((rel.namespace, rel.name))
+        if table is None:
+            return True  # not replicated: its changes are dropped either way
+        excluded = excluded_columns(self.source.catalog, rel.namespace, rel.name)
+        wanted = {c.name: c.type_oid for c in rel.columns if c.name not in excluded}
+        return wanted == {c.name: c.type_oid for c in table.columns}
+
+    def _fold_streamed(self, spill: _Spill, change: po.RowChange) -> bool:
+        """Fold a top-level row change of a streamed transaction; False if it must stay a raw message."""
+        kind, _xid, oid, _old_kind, old, new = change
+        tc = spill.pending.get(oid)
+        if tc is None:
+            rel = self._decoder.relations.get(oid)
+            if rel is None:
+                return False
+            table = self.by_source.get((rel.namespace, rel.name))
+            if table is None:
+                return True
+            if not table.key:
+                return False
+            names = [c.name for c in rel.columns]
+            sink_names = table.column_names
+            positions = None if names == sink_names else [names.index(n) for n in sink_names]
+            tc = spill.pending[oid] = TableChanges(table=table, positions=positions)
+        if kind == 0x49:
+            tc.insert(new)  # type: ignore[arg-type]
+        elif kind == 0x55:
+            tc.update(old, new)  # type: ignore[arg-type]
+        else:
+            tc.delete(old)  # type: ignore[arg-type]
+        spill.pending_rows += 1
+        if spill.pending_rows >= self.settings.cdc_max_buffer_rows:
+            self._spill_encode(spill)
+        return True
+
+    def _spill_encode(self, spill: _Spill) -> None:
+        """Write the folded changes of a streamed transaction to its spill file as encoded COPY data."""
+        if not spill.pending_rows:
+            return
+        for tc in spill.pending.values():
+            if tc.count:
+                spill.write_encoded(encode_table_changes(tc))
+        spill.pending.clear()
+        spill.pending_rows = 0
+
+    def _apply_encoded_chunk(self, label: str, flags: int, count: int, data: bytes) -> None:
+        """Replay one encoded chunk of a committed streamed transaction, after what came before it."""
+        if self._skip_tx:
+            return
+        table = self.tables[label]
+        self._flush_pending()
+        self._applier.apply(EncodedChanges(table=table, data=data, count=count, flags=flags))
+        self._uncommitted = True
+        self.status.rows_applied += count
+        tp = self.status.tables.get(label)
+        if tp is not None:
+            tp.rows_applied += count
 
     def _begin(self, commit_lsn: int) -> None:
         self._in_tx = True

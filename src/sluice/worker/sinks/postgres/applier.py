@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 
 from sluice.worker.lsn import parse_lsn
-from sluice.worker.sinks.postgres.apply import TableChanges, apply_table_changes
+from sluice.worker.sinks.postgres.apply import EncodedChanges, TableChanges, apply_encoded, apply_table_changes
 from sluice.worker.sinks.postgres.state import StateStore
 
 __all__ = ["Applier"]
@@ -53,6 +53,8 @@ class Applier:
                     continue  # drain without running anything after a failure
                 if isinstance(job, TableChanges):
                     apply_table_changes(self.conn, job)
+                elif isinstance(job, EncodedChanges):
+                    apply_encoded(self.conn, job)
                 else:
                     end, commit_ts = job
                     self.state.set_applied(self.conn, end)
@@ -82,7 +84,7 @@ class Applier:
             except queue.Full:
                 continue
 
-    def apply(self, changes: TableChanges) -> None:
+    def apply(self, changes: TableChanges | EncodedChanges) -> None:
         self._put(changes)
 
     def commit(self, end_lsn: int, commit_ts: int) -> None:

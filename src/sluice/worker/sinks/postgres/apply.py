@@ -24,7 +24,15 @@ from psycopg import sql
 from sluice.worker.sinks.postgres.ddl import SinkTable
 from sluice.worker.sources.postgres.pgoutput import UNCHANGED, TupleValue
 
-__all__ = ["TableChanges", "apply_table_changes", "encode_copy_row", "truncate_tables"]
+__all__ = [
+    "EncodedChanges",
+    "TableChanges",
+    "apply_encoded",
+    "apply_table_changes",
+    "encode_copy_row",
+    "encode_table_changes",
+    "truncate_tables",
+]
 
 _NEEDS_ESCAPE = re.compile(rb"[\\\t\n\r]").search
 _NULL = b"\\N"
@@ -93,21 +101,30 @@ class TableChanges:
         keyed[key] = (b"I" if key not in keyed else b"U", row)
 
     def update(self, old: Row | None, new: Row) -> None:
-        row = self._map(new)
+        pos = self.positions
+        row = new if pos is None else tuple(new[i] for i in pos)
         self.count += 1
-        if not self.key_pos:
+        single = self._single
+        if single >= 0:
+            key = row[single]
+        elif self.key_pos:
+            key = self._key(row)
+        else:
             self.keyless.append(("U", self._map(old) if old is not None else None, row))
             return
-        key = self._key(row)
+        keyed = self.keyed
         if old is not None:
             old_key = self._key(self._map(old))
             if old_key != key:
-                self.keyed[old_key] = (b"D", self._map(old))
-        prior = self.keyed.get(key)
-        if prior is not None and prior[0] != b"D" and UNCHANGED in row:
+                keyed[old_key] = (b"D", self._map(old))
+        prior = keyed.get(key)
+        if prior is None:
+            keyed[key] = (b"U", row)  # the common case: first change of this key in the batch
+            return
+        if prior[0] != b"D" and UNCHANGED in row:
             prev = prior[1]
             row = tuple(prev[i] if v is UNCHANGED else v for i, v in enumerate(row))
-        self.keyed[key] = (b"I" if prior is not None and prior[0] == b"I" else b"U", row)
+        keyed[key] = (b"I" if prior[0] == b"I" else b"U", row)
 
     def delete(self, old: Row) -> None:
         row = self._map(old)
@@ -194,61 +211,85 @@ _FLUSH_BYTES = 1 << 20
 _CREATED_STAGES: set[tuple[int, str]] = set()
 
 
+@dataclass
+class EncodedChanges:
+    """A keyed table's folded changes as the staging table's text COPY data, ready to load and merge.
+
+    Encoding needs only the folded rows, so it can happen early (while PostgreSQL still streams an in-progress
+    transaction) and the bytes can wait on disk: loading them later costs no Python work per row.
+    """
+
+    table: SinkTable
+    data: bytes
+    count: int
+    #: bit set of what the merge must run: 1 delete, 2 masked update, 4 upsert, 8 plain insert
+    flags: int
+
+
+_HAS_DELETE, _HAS_MASKED, _HAS_UPSERT, _HAS_INSERT = 1, 2, 4, 8
+
+
+def encode_table_changes(changes: TableChanges) -> EncodedChanges:
+    """The staging COPY data of a keyed table's pending changes (``changes`` is left as it is)."""
+    flags = 0
+    buf: list[bytes] = []
+    for op, row in changes.keyed.values():
+        if op == b"D":
+            flags |= _HAS_DELETE
+            buf.append(encode_copy_row(row) + b"\tD\t\\N\n")
+        elif UNCHANGED in row:
+            flags |= _HAS_MASKED
+            mask = b"".join(b"1" if v is UNCHANGED else b"0" for v in row)
+            buf.append(encode_copy_row(row) + b"\tU\t" + mask + b"\n")
+        elif op == b"I":
+            flags |= _HAS_INSERT
+            buf.append(encode_copy_row(row) + b"\tI\t\\N\n")
+        else:
+            flags |= _HAS_UPSERT
+            buf.append(encode_copy_row(row) + b"\tU\t\\N\n")
+    return EncodedChanges(table=changes.table, data=b"".join(buf), count=changes.count, flags=flags)
+
+
 def apply_table_changes(conn: psycopg.Connection[Any], changes: TableChanges) -> int:
     """Apply pending changes of one table inside the caller's open transaction; returns rows affected."""
     if changes.count == 0:
         return 0
-    table = changes.table
-    st = _statements(table)
     if not changes.key_pos:
-        return _apply_keyless(conn, changes, st)
+        return _apply_keyless(conn, changes, _statements(changes.table))
+    n = apply_encoded(conn, encode_table_changes(changes))
+    changes.keyed.clear()
+    changes.count = 0
+    return n
+
+
+def apply_encoded(conn: psycopg.Connection[Any], enc: EncodedChanges) -> int:
+    """Load encoded changes into staging and merge them, inside the caller's open transaction."""
+    if enc.count == 0:
+        return 0
+    st = _statements(enc.table)
     created = (conn.info.backend_pid, st.stage_name)
     if created not in _CREATED_STAGES:
         conn.execute(st.create_stage)
         _CREATED_STAGES.add(created)
-    has_delete = has_masked = has_upsert = has_insert = False
+    data = memoryview(enc.data)
     with conn.cursor().copy(st.copy_stage) as copy:
-        buf: list[bytes] = []
-        size = 0
-        for op, row in changes.keyed.values():
-            if op == b"D":
-                has_delete = True
-                line = encode_copy_row(row) + b"\tD\t\\N\n"
-            elif UNCHANGED in row:
-                has_masked = True
-                mask = b"".join(b"1" if v is UNCHANGED else b"0" for v in row)
-                line = encode_copy_row(row) + b"\tU\t" + mask + b"\n"
-            elif op == b"I":
-                has_insert = True
-                line = encode_copy_row(row) + b"\tI\t\\N\n"
-            else:
-                has_upsert = True
-                line = encode_copy_row(row) + b"\tU\t\\N\n"
-            buf.append(line)
-            size += len(line)
-            if size >= _FLUSH_BYTES:
-                copy.write(b"".join(buf))
-                buf.clear()
-                size = 0
-        if buf:
-            copy.write(b"".join(buf))
-    if has_delete:
+        for start in range(0, len(data), _FLUSH_BYTES):
+            copy.write(data[start : start + _FLUSH_BYTES])
+    flags = enc.flags
+    if flags & _HAS_DELETE:
         conn.execute(st.delete)
-    if has_upsert:
+    if flags & _HAS_UPSERT:
         conn.execute(st.upsert)
-    if has_insert:
+    if flags & _HAS_INSERT:
         try:
             with conn.transaction():  # a savepoint: the caller's transaction is open
                 conn.execute(st.insert_new)
         except psycopg.errors.UniqueViolation:
             conn.execute(st.insert_upsert)
-    if has_masked and st.masked_update is not None:
+    if flags & _HAS_MASKED and st.masked_update is not None:
         conn.execute(st.masked_update)
     conn.execute(st.truncate_stage)
-    n = changes.count
-    changes.keyed.clear()
-    changes.count = 0
-    return n
+    return enc.count
 
 
 def _match_clause(table: SinkTable, row: Row) -> tuple[sql.Composable, list[Any]]:

@@ -402,14 +402,16 @@ def _tuple_at(buf: bytes, pos: int) -> tuple[tuple[TupleValue, ...], int]:
     pos += 2
     values: list[TupleValue] = []
     append = values.append
+    i32_from = _i32_from
+    size = len(buf)
     for _ in range(n):
         kind = buf[pos]
         pos += 1
         if kind == 0x74 or kind == 0x62:
-            (length,) = _i32_from(buf, pos)
+            (length,) = i32_from(buf, pos)
             pos += 4
             end = pos + length
-            if end > len(buf):
+            if end > size:
                 raise PgOutputError("tuple value truncated")
             append(buf[pos:end])
             pos = end
