@@ -36,7 +36,13 @@ from sluice.models import Connector
 from sluice.worker.config import WorkerSettings, settings_for
 from sluice.worker.lsn import format_lsn, parse_lsn
 from sluice.worker.sinks.postgres.applier import Applier
-from sluice.worker.sinks.postgres.apply import EncodedChanges, TableChanges, encode_table_changes, truncate_tables
+from sluice.worker.sinks.postgres.apply import (
+    EncodedChanges,
+    TableChanges,
+    encode_table_changes,
+    forget_stages,
+    truncate_tables,
+)
 from sluice.worker.sinks.postgres.ddl import SinkTable, ensure_key, ensure_table, ensure_types, sink_columns
 from sluice.worker.sinks.postgres.state import ConnectorState, StateStore
 from sluice.worker.sources.postgres import pgoutput as po
@@ -107,6 +113,11 @@ class _Spill:
     pending_rows: int = 0
     #: a relation changed shape inside this transaction: keep every later message raw
     raw_only: bool = False
+    #: encoded chunks written so far; the first ``applied`` of them are already in the open sink transaction
+    chunks: int = 0
+    applied: int = 0
+    #: may no longer be applied ahead of its commit (something else needed the sink, or raw changes came between)
+    no_speculation: bool = False
 
     def write(self, payload: bytes) -> None:
         self.file.write(b"R" + _LEN.pack(len(payload)))
@@ -117,6 +128,7 @@ class _Spill:
         self.file.write(b"C" + _CHUNK.pack(enc.flags, enc.count, len(label), len(enc.data)))
         self.file.write(label)
         self.file.write(enc.data)
+        self.chunks += 1
 
     def replay(self) -> Any:
         """Yields raw message bytes, or (table label, flags, count, COPY data) of an encoded chunk."""
@@ -530,6 +542,7 @@ class Engine:
         self._in_tx = False
         self._skip_tx = False
         self._spills: dict[int, _Spill] = {}
+        self._speculating: _Spill | None = None  # a streamed transaction applied ahead of its commit
         self._stream_xid: int | None = None
         self._type_cache: dict[tuple[int, int], str] = {}
         interval = self.settings.cdc_flush_interval_ms / 1000.0
@@ -539,11 +552,13 @@ class Engine:
         try:
             while True:
                 if self.stop.is_set() and not self._in_tx and self._stream_xid is None:
+                    self._abandon_speculation()
                     self._commit_batch(stream)
                     self._durable_barrier(stream)
                     break
                 if self.stop.is_set() and self._in_tx:
                     # Whole transactions only: drop the partial one; it is sent again after the restart.
+                    self._speculating = None
                     self._applier.sync()
                     self.snk.rollback()
                     self._durable_barrier(stream)
@@ -629,6 +644,10 @@ class Engine:
                 if isinstance(meta, po.Relation) and not current.raw_only and not self._same_shape(prior, meta):
                     current.raw_only = True
             self._spill_encode(current)
+            if kind not in (0x52, 0x59):
+                # A raw change between encoded chunks: the replay must keep their order, so nothing of this
+                # transaction may be applied ahead of its commit any more.
+                self._abandon_speculation(current)
             current.write(payload)
             return
         msg = dec.decode(payload)
@@ -642,6 +661,7 @@ class Engine:
             spill = self._spills.get(msg.xid)
             if spill is not None:
                 if msg.xid == msg.subxid:
+                    self._abandon_speculation(spill)
                     spill.file.close()
                     del self._spills[msg.xid]
                 else:
@@ -653,12 +673,17 @@ class Engine:
             try:
                 self._spill_encode(spill)
                 log.debug("stream commit of xid %d: replaying %d spilled bytes", msg.xid, spill.file.tell())
-                self._begin(msg.commit_lsn)
+                self._begin(msg.commit_lsn, spill)
+                if self._skip_tx:
+                    self._abandon_speculation(spill)
+                applied = spill.applied if self._speculating is spill else 0
+                self._speculating = None
                 replay = po.PgOutputDecoder(in_stream=True, relations=dec.relations)
                 aborted = spill.aborted_subxids
                 for raw in spill.replay():
                     if isinstance(raw, tuple):
-                        self._apply_encoded_chunk(*raw)
+                        self._apply_encoded_chunk(*raw, already=applied > 0)
+                        applied -= 1
                         continue
                     if raw[0] in _ROW_KINDS:
                         row_change = po.decode_row_change(raw, True)
@@ -724,24 +749,75 @@ class Engine:
             return
         for tc in spill.pending.values():
             if tc.count:
-                spill.write_encoded(encode_table_changes(tc))
+                enc = encode_table_changes(tc)
+                ahead = self._may_speculate(spill)
+                spill.write_encoded(enc)
+                if ahead:
+                    self._applier.apply(enc)
+                    spill.applied += 1
         spill.pending.clear()
         spill.pending_rows = 0
 
-    def _apply_encoded_chunk(self, label: str, flags: int, count: int, data: bytes) -> None:
+    def _may_speculate(self, spill: _Spill) -> bool:
+        """Whether the next chunk of ``spill`` may go into the sink before its transaction commits.
+
+        Applying ahead overlaps the sink's merges with the rest of the stream. It needs the sink to itself: it
+        starts only when the sink has nothing uncommitted and nothing waiting, with the transaction's first chunk,
+        and it is rolled back (:meth:`_abandon_speculation`) as soon as anything else needs the sink; the chunks
+        are on disk anyway, so the Stream Commit then replays them all.
+        """
+        if spill.no_speculation:
+            return False
+        if self._speculating is spill:
+            return True
+        if (
+            self._speculating is not None
+            or spill.chunks
+            or self._in_tx
+            or self._batch_end
+            or self._pending_rows
+            or self._uncommitted
+        ):
+            spill.no_speculation = True
+            return False
+        self._speculating = spill
+        return True
+
+    def _abandon_speculation(self, spill: _Spill | None = None) -> None:
+        """Roll back what was applied ahead of a commit (of ``spill``, or of any transaction when None)."""
+        if spill is not None:
+            spill.no_speculation = True
+        current = self._speculating
+        if current is None or (spill is not None and current is not spill):
+            return
+        current.no_speculation = True
+        self._speculating = None
+        if current.applied:
+            self._applier.sync()
+            self.snk.rollback()
+            forget_stages(self.snk.info.backend_pid)  # temporary staging tables created since were rolled back
+            current.applied = 0
+
+    def _apply_encoded_chunk(self, label: str, flags: int, count: int, data: bytes, *, already: bool = False) -> None:
         """Replay one encoded chunk of a committed streamed transaction, after what came before it."""
         if self._skip_tx:
             return
-        table = self.tables[label]
-        self._flush_pending()
-        self._applier.apply(EncodedChanges(table=table, data=data, count=count, flags=flags))
         self._uncommitted = True
+        if not already:
+            self._flush_pending()
+            self._applier.apply(EncodedChanges(table=self.tables[label], data=data, count=count, flags=flags))
+        self.status.rows_applied += count
+        tp = self.status.tables.get(label)
+        if tp is not None:
+            tp.rows_applied += count
         self.status.rows_applied += count
         tp = self.status.tables.get(label)
         if tp is not None:
             tp.rows_applied += count
 
-    def _begin(self, commit_lsn: int) -> None:
+    def _begin(self, commit_lsn: int, spill: _Spill | None = None) -> None:
+        if self._speculating is not None and self._speculating is not spill:
+            self._abandon_speculation()  # another transaction needs the sink first
         self._in_tx = True
         # Already in the sink: a transaction whose commit record lies before the stored position.
         self._skip_tx = commit_lsn < self.applied_lsn

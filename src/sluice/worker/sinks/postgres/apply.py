@@ -31,6 +31,7 @@ __all__ = [
     "apply_table_changes",
     "encode_copy_row",
     "encode_table_changes",
+    "forget_stages",
     "truncate_tables",
 ]
 
@@ -248,6 +249,12 @@ def encode_table_changes(changes: TableChanges) -> EncodedChanges:
             flags |= _HAS_UPSERT
             buf.append(encode_copy_row(row) + b"\tU\t\\N\n")
     return EncodedChanges(table=changes.table, data=b"".join(buf), count=changes.count, flags=flags)
+
+
+def forget_stages(backend_pid: int) -> None:
+    """The session's staging tables were rolled back with the transaction that created them: create them anew."""
+    for created in [c for c in _CREATED_STAGES if c[0] == backend_pid]:
+        _CREATED_STAGES.discard(created)
 
 
 def apply_table_changes(conn: psycopg.Connection[Any], changes: TableChanges) -> int:
