@@ -77,3 +77,65 @@ def test_streamed_transactions_with_savepoints_toast_and_abort(
     assert sink_db.scalar("SELECT count(*) FROM docs WHERE id BETWEEN 20001 AND 24000 OR id BETWEEN 5001 AND 7999") == 0
     src_notes = source_db.scalar("SELECT string_agg(a || ':' || b, ',' ORDER BY a, b) FROM notes")
     assert sink_db.scalar("SELECT string_agg(a || ':' || b, ',' ORDER BY a, b) FROM notes") == src_notes
+
+
+def test_streamed_transaction_applied_ahead_then_aborted_or_interleaved(
+    source_db: PgDatabase,
+    sink_db: PgDatabase,
+    make_connector_config: Callable[..., Path],
+    run_worker: Callable[..., WorkerProcess],
+) -> None:
+    """Chunks applied to the idle sink before the commit are rolled back when the transaction aborts, or when
+    another transaction commits in between (and then replayed at the commit); staging works again afterwards."""
+    source_db.psql("CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL); CREATE TABLE small (id int PRIMARY KEY);")
+    source_db.execute(f"ALTER DATABASE \"{source_db.name}\" SET logical_decoding_work_mem = '64kB'")
+    worker = run_worker(make_connector_config(limits={"cdc": {"max_buffer_rows": 500, "flush_interval_ms": 50}}))
+    worker.wait_for_status(lambda s: s.get("state") == "realtime")
+
+    def wait_equal(what: str) -> None:
+        deadline = time.monotonic() + 90
+        while table_diff(source_db, sink_db, "t") or table_diff(source_db, sink_db, "small"):
+            assert worker.returncode is None, worker.output_tail()
+            assert time.monotonic() < deadline, f"{what}: {table_diff(source_db, sink_db, 't')}"
+            time.sleep(0.2)
+
+    def wait_applied_ahead() -> None:
+        """The worker wrote to the sink (its backend has a transaction id) although nothing was committed."""
+        deadline = time.monotonic() + 60
+        while not sink_db.scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name LIKE 'sluice-%%' AND backend_xid IS NOT NULL"
+        ):
+            assert worker.returncode is None, worker.output_tail()
+            assert time.monotonic() < deadline, "the streamed transaction was not applied ahead of its commit"
+            time.sleep(0.1)
+
+    with source_db.instance.connect(source_db.name, autocommit=True) as big:
+        # 1. Streamed while the sink is idle, then rolled back.
+        big.execute("BEGIN")
+        big.execute("INSERT INTO t SELECT g, repeat('a', 50) FROM generate_series(1, 20000) g")
+        wait_applied_ahead()
+        big.execute("ROLLBACK")
+        source_db.execute("INSERT INTO small VALUES (1)")
+        wait_equal("after the rollback")
+        assert sink_db.scalar("SELECT count(*) FROM t") == 0
+        # 2. Streamed, then another transaction commits first, then more changes and the commit.
+        big.execute("BEGIN")
+        big.execute("INSERT INTO t SELECT g, repeat('b', 50) FROM generate_series(1, 20000) g")
+        wait_applied_ahead()
+        source_db.execute("INSERT INTO small VALUES (2)")
+        deadline = time.monotonic() + 60
+        while sink_db.scalar("SELECT count(*) FROM small") != 2:
+            assert time.monotonic() < deadline, "the interleaved transaction did not arrive"
+            time.sleep(0.1)
+        assert sink_db.scalar("SELECT count(*) FROM t") == 0  # nothing of the open transaction is visible
+        big.execute("UPDATE t SET v = 'c' WHERE id % 3 = 0")
+        big.execute("COMMIT")
+        wait_equal("after the interleaved commit")
+        # 3. Streamed again on an idle sink and committed (staging tables recreated after the rollbacks).
+        big.execute("BEGIN")
+        big.execute("DELETE FROM t WHERE id % 5 = 0")
+        big.execute("INSERT INTO t SELECT g, 'd' FROM generate_series(20001, 40000) g")
+        big.execute("COMMIT")
+        wait_equal("after the last commit")
+    assert worker.stop() == 0
