@@ -63,6 +63,8 @@ _PG_EPOCH = 946_684_800  # 2000-01-01 in Unix seconds
 _LEN = struct.Struct("!I")
 _CHUNK = struct.Struct("!BIII")  # flags, rows, label length, data length
 _ROW_KINDS = frozenset(b"IUD")
+#: logical_decoding_work_mem of the replication connection (kB), unless the source sets less
+_STREAM_WORK_MEM_KB = 4096
 
 #: errors that mean "retry later", not "the spec is wrong"
 #: connection exception, insufficient resources, operator intervention (restart, shutdown), serialization/deadlock
@@ -507,6 +509,15 @@ class Engine:
 
     def _stream(self, start_lsn: int) -> None:
         version = int(self.src.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+        # A transaction is streamed once its decoded changes exceed logical_decoding_work_mem (default 64MB). A
+        # lower bound for this connection starts streaming — and applying ahead into the sink — while a big source
+        # transaction is still running, instead of sending most of it after its commit. A lower setting of the
+        # source (database or role) is kept.
+        work_mem_kb = None
+        row = self.src.execute("SELECT setting::bigint FROM pg_settings WHERE name = 'logical_decoding_work_mem'")
+        current = row.fetchone()
+        if version >= 140000 and current is not None and int(current[0]) > _STREAM_WORK_MEM_KB:
+            work_mem_kb = _STREAM_WORK_MEM_KB
         self.applied_lsn = start_lsn
         self.status.applied_lsn = format_lsn(start_lsn)
         for tp in self.status.tables.values():
@@ -518,6 +529,7 @@ class Engine:
             publication=self.publication,
             start_lsn=start_lsn,
             streaming=version >= 140000,
+            work_mem_kb=work_mem_kb,
         )
         # The sink commits asynchronously (like native subscriptions): a commit does not wait for its WAL flush,
         # which keeps single-row latency low. The slot is told "flushed" only for source positions whose sink

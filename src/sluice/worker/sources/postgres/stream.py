@@ -25,9 +25,20 @@ def _quote_ident(name: str) -> str:
 
 class ReplicationStream:
     def __init__(
-        self, source_kwargs: dict[str, Any], *, slot: str, publication: str, start_lsn: int, streaming: bool
+        self,
+        source_kwargs: dict[str, Any],
+        *,
+        slot: str,
+        publication: str,
+        start_lsn: int,
+        streaming: bool,
+        work_mem_kb: int | None = None,
     ) -> None:
-        self.conn = psycopg2.connect(connection_factory=psycopg2.extras.LogicalReplicationConnection, **source_kwargs)
+        kwargs = dict(source_kwargs)
+        if work_mem_kb is not None:
+            option = f"-c logical_decoding_work_mem={work_mem_kb}kB"
+            kwargs["options"] = f"{kwargs['options']} {option}" if kwargs.get("options") else option
+        self.conn = psycopg2.connect(connection_factory=psycopg2.extras.LogicalReplicationConnection, **kwargs)
         self.cur = self.conn.cursor()
         options = {"proto_version": "2", "publication_names": _quote_ident(publication)}
         if streaming:
