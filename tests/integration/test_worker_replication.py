@@ -460,6 +460,15 @@ def test_cleanup_drops_slot_and_own_publication(
     cfg = make_connector_config()
     worker = run_worker(cfg)
     worker.wait_for_status(realtime)
+    # "realtime" can be reported a moment before the replication connection holds the slot: wait for it.
+    import time
+
+    deadline = time.monotonic() + 30
+    while not source_db.scalar(
+        "SELECT count(*) FROM pg_replication_slots WHERE database = current_database() AND active"
+    ):
+        assert time.monotonic() < deadline, "the worker never made its slot active"
+        time.sleep(0.05)
     connector = load_connector(cfg)
     with pytest.raises(TransientError, match="still in use"):
         drop_source_objects(connector)
