@@ -79,6 +79,15 @@ def _classify(exc: BaseException) -> SluiceError:
         return exc
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if any(h in text for h in _PERMANENT_HINTS):
+        if text.startswith("relation ") or text.startswith("schema ") or "column " in text:
+            # An object vanished under the worker (dropped table, schema or column), not a login problem.
+            return ConfigError(
+                text,
+                fix="The object was dropped or renamed at the source or the sink: restore it, or remove it from "
+                "source.postgres.catalog, then restart the connector.",
+            )
+        if "permission denied" in text:
+            return ConfigError(text, fix="Grant the connection's user the privilege named in the message.")
         return ConfigError(
             text, fix="Check the connection's user, password and database, and the server's pg_hba.conf."
         )
