@@ -41,10 +41,11 @@ def _configure_logging() -> None:
 def run(args: argparse.Namespace) -> int:
     _configure_logging()
     from sluice.worker.k8s_status import with_kubernetes_reporter
+    from sluice.worker.metrics import with_metrics_reporter
     from sluice.worker.status import JsonLinesReporter
 
     # In a pod the operator sets SLUICE_STATUS_REPORTER=kubernetes: reports also go to the Connector's status.
-    reporter = with_kubernetes_reporter(JsonLinesReporter(args.status_file))
+    reporter = with_metrics_reporter(with_kubernetes_reporter(JsonLinesReporter(args.status_file)))
     try:
         return _run(args, reporter)
     finally:
