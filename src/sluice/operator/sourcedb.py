@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from sluice.errors import ConfigError, NotFoundError, TransientError
 from sluice.k8s.jsonclient import JsonClient, api_path
@@ -26,9 +25,9 @@ from sluice.models import Connector, SecretRef
 from sluice.models.resource import connector_from_resource
 from sluice.models.secrets import resolve_secrets
 from sluice.operator.conditions import SlotInfo
+from sluice.worker.cleanup import drop_on
 from sluice.worker.sinks.postgres.state import StateStore
 from sluice.worker.sources.postgres.connection import conninfo_kwargs
-from sluice.worker.sources.postgres.publication import publication_name_for
 from sluice.worker.sources.postgres.slot import slot_name_for
 
 __all__ = ["CleanupResult", "drop_replication_state", "forget_progress", "slot_info", "slot_name"]
@@ -115,30 +114,10 @@ def drop_replication_state(client: JsonClient, cr: JsonObj) -> CleanupResult:
     if conn is None:
         return CleanupResult(False, False, None)
     with conn:
-        # A worker that is still shutting down may hold the slot: end its walsender first.
-        conn.execute(
-            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %s AND active",
-            (name,),
-        )
-        slot_dropped = False
-        for _ in range(50):
-            row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (name,)).fetchone()
-            if row is None:
-                break
-            if not row[0]:
-                conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
-                slot_dropped = True
-                break
-            conn.execute("SELECT pg_sleep(0.1)")
-        else:
-            raise TransientError(f"replication slot {name} is still in use by another process")
-        publication_dropped = False
-        if not user_publication:
-            pub = publication_name_for(cr["metadata"]["name"])
-            exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (pub,)).fetchone()
-            if exists:
-                conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(pub)))
-                publication_dropped = True
+        # A worker that is still shutting down may hold the slot: its WAL sender is ended first (force).
+        dropped = drop_on(conn, connector_id=cr["metadata"]["name"], own_publication=not user_publication, force=True)
+    slot_dropped = f"slot {name}" in dropped
+    publication_dropped = any(d.startswith("publication ") for d in dropped)
     log.info(
         "connector %s/%s: slot %s %s, publication %s",
         cr["metadata"]["namespace"],

@@ -18,7 +18,7 @@ from sluice.worker.sources.postgres.connection import conninfo_kwargs
 from sluice.worker.sources.postgres.publication import publication_name_for
 from sluice.worker.sources.postgres.slot import slot_name_for
 
-__all__ = ["drop_source_objects"]
+__all__ = ["drop_on", "drop_source_objects"]
 
 
 def drop_source_objects(connector: Any, *, force: bool = False, timeout: float = 30.0) -> list[str]:
@@ -29,30 +29,44 @@ def drop_source_objects(connector: Any, *, force: bool = False, timeout: float =
     """
     source = connector.source.config
     logical = source.replication_type.logical_replication
-    slot = slot_name_for(connector.id)
-    dropped: list[str] = []
     with psycopg.connect(**conninfo_kwargs(source.connection, application_name="sluice-cleanup"), autocommit=True) as c:
-        deadline = time.monotonic() + timeout
-        while True:
-            row = c.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
-            if row is None:
-                break
-            if row[0] is None:
-                c.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-                dropped.append(f"slot {slot}")
-                break
-            if not force:
-                raise TransientError(
-                    f"replication slot {slot} is still in use by process {row[0]}",
-                    fix="Stop the connector's worker first, or drop with force to terminate its WAL sender.",
-                )
-            c.execute("SELECT pg_terminate_backend(%s)", (row[0],))
-            if time.monotonic() > deadline:
-                raise TransientError(f"replication slot {slot} stayed active after terminating its WAL sender")
-            time.sleep(0.1)
-        if logical is not None and not logical.publication_name:
-            name = publication_name_for(connector.id)
-            if c.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone():
-                c.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(name)))
-                dropped.append(f"publication {name}")
+        return drop_on(
+            c,
+            connector_id=connector.id,
+            own_publication=logical is not None and not logical.publication_name,
+            force=force,
+            timeout=timeout,
+        )
+
+
+def drop_on(
+    c: psycopg.Connection[Any], *, connector_id: str, own_publication: bool, force: bool, timeout: float = 30.0
+) -> list[str]:
+    """The statements of :func:`drop_source_objects` on an open autocommit connection (the operator's finalizer
+    connects with credentials it resolves itself, then calls this)."""
+    slot = slot_name_for(connector_id)
+    dropped: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        row = c.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+        if row is None:
+            break
+        if row[0] is None:
+            c.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+            dropped.append(f"slot {slot}")
+            break
+        if not force:
+            raise TransientError(
+                f"replication slot {slot} is still in use by process {row[0]}",
+                fix="Stop the connector's worker first, or drop with force to terminate its WAL sender.",
+            )
+        c.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+        if time.monotonic() > deadline:
+            raise TransientError(f"replication slot {slot} stayed active after terminating its WAL sender")
+        time.sleep(0.1)
+    if own_publication:
+        name = publication_name_for(connector_id)
+        if c.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone():
+            c.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(name)))
+            dropped.append(f"publication {name}")
     return dropped
