@@ -3,9 +3,11 @@
 # runtime and runs as an unprivileged user, so no compiler or pip cache ships in the image.
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# gcc builds the worker's C speedup (sluice._speedups); only this stage has it.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 RUN python -m venv /opt/sluice
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY src ./src
 RUN /opt/sluice/bin/pip install --upgrade pip && /opt/sluice/bin/pip install .
 

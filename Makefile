@@ -36,7 +36,7 @@ system-deps: ## PostgreSQL and pgcopydb from Debian packages (as root, or with s
 .PHONY: venv
 venv: $(VENV)/.installed ## Python virtualenv with sluice and its dev tools
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py src/sluice/_speedups.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

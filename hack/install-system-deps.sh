@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the system packages the tests and the benchmark need, from Debian: the PostgreSQL server and client
 # tools (initdb, pg_ctl, psql, pgbench) and pgcopydb (a benchmark peer). `runuser` (util-linux) lets a root test
-# session start PostgreSQL as the `postgres` OS user, which the server package creates.
+# session start PostgreSQL as the `postgres` OS user, which the server package creates. gcc compiles the worker's
+# optional C speedup (sluice._speedups) when pip installs the package.
 #
 # Idempotent: installs only what is missing, runs `apt-get update` at most once and only when something must be
 # installed. Works as root, or through sudo when not root. Prints what it does.
@@ -14,6 +15,7 @@ declare -A WANT=(
   [psql]=postgresql-client
   [pgcopydb]=pgcopydb
   [runuser]=util-linux
+  [gcc]=gcc
 )
 
 have_initdb() {

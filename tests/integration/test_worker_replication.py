@@ -478,3 +478,25 @@ def test_cleanup_drops_slot_and_own_publication(
     assert not source_db.scalar("SELECT count(*) FROM pg_replication_slots WHERE database = current_database()")
     assert not source_db.scalar("SELECT count(*) FROM pg_publication")
     assert drop_source_objects(connector) == []  # idempotent
+
+
+def test_inserted_keys_the_sink_already_has_become_upserts(
+    source_db: PgDatabase, sink_db: PgDatabase, make_connector_config: MakeConfig, run_worker: RunWorker
+) -> None:
+    # Runs of inserts are copied straight into the target. A key the sink already holds (rows written there by
+    # someone else, a batch replayed) must not fail the batch: the run is redone as upserts, source values win.
+    source_db.psql("CREATE TABLE ev (id int PRIMARY KEY, v text NOT NULL); INSERT INTO ev VALUES (1, 'snap');")
+    source_db.execute(f"ALTER DATABASE \"{source_db.name}\" SET logical_decoding_work_mem = '64kB'")
+    worker = run_worker(make_connector_config(limits={"cdc": {"flush_interval_ms": 50}}))
+    worker.wait_for_status(realtime)
+    sink_db.psql("INSERT INTO ev SELECT g, 'stale' FROM generate_series(5, 8) g UNION ALL SELECT 20005, 'stale';")
+    # A small transaction (a plain batch) and a big one (streamed while in progress, applied ahead).
+    source_db.psql(
+        "INSERT INTO ev SELECT g, 'small' || g FROM generate_series(2, 10) g;"
+        "BEGIN; INSERT INTO ev SELECT g, 'big' || g FROM generate_series(20000, 40000) g;"
+        "UPDATE ev SET v = 'touched' WHERE id = 20001; COMMIT;"
+        "INSERT INTO ev VALUES (11, 'after');"
+    )
+    wait_tables_equal(source_db, sink_db, {"ev": ("id",)})
+    assert sink_db.scalar("SELECT count(*) FROM ev WHERE v = 'stale'") == 0
+    assert worker.stop() == 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sluice.worker.sinks.postgres.apply import TableChanges, encode_copy_row
+from sluice.worker.sinks.postgres.apply import DIRECT, TableChanges, encode_copy_row, encode_table_changes
 from sluice.worker.sinks.postgres.ddl import SinkTable
 from sluice.worker.sources.postgres.pgoutput import UNCHANGED
 from sluice.worker.sources.postgres.tables import SourceColumn, SourceTable
@@ -16,18 +16,37 @@ def table(key: list[str]) -> SinkTable:
 
 def test_last_change_per_key_wins() -> None:
     tc = TableChanges(table(["id"]))
+    tc.update(None, (b"0", b"w", b"v"))
     tc.insert((b"1", b"x", b"v"))
     tc.update(None, (b"1", b"y", b"v"))
     tc.insert((b"2", b"z", b"w"))
     tc.delete((b"2", None, None))
     # Key 1 was first inserted in this batch: it stays an 'I' (cheap plain-INSERT path in the sink).
-    assert tc.keyed == {b"1": (b"I", (b"1", b"y", b"v")), b"2": (b"D", (b"2", None, None))}
-    assert len(tc) == 4
+    assert tc.keyed == {
+        b"0": (b"U", (b"0", b"w", b"v")),
+        b"1": (b"I", (b"1", b"y", b"v")),
+        b"2": (b"D", (b"2", None, None)),
+    }
+    assert len(tc) == 5
+
+
+def test_leading_inserts_go_straight_to_copy_lines_in_order() -> None:
+    tc = TableChanges(table(["id"]))
+    tc.insert((b"2", b"a\tb", None))
+    tc.insert((b"1", b"x", b"v"))
+    tc.update(None, (b"2", b"y", b"v"))  # after the run: folded, applied after the run
+    tc.insert((b"3", b"z", b"w"))  # something else is pending now: folded too
+    assert tc.direct == [b"2\ta\\tb\t\\N\n", b"1\tx\tv\n"]
+    assert tc.keyed == {b"2": (b"U", (b"2", b"y", b"v")), b"3": (b"I", (b"3", b"z", b"w"))}
+    encoded = encode_table_changes(tc)
+    assert [(e.flags & DIRECT, e.count) for e in encoded] == [(DIRECT, 2), (0, 2)]
+    assert encoded[0].data == b"2\ta\\tb\t\\N\n1\tx\tv\n"
 
 
 def test_delete_then_reinsert_is_an_upsert() -> None:
     tc = TableChanges(table(["id"]))
     tc.delete((b"1", None, None))
+    assert not tc.direct
     tc.insert((b"1", b"again", b"v"))
     assert tc.keyed[b"1"] == (b"U", (b"1", b"again", b"v"))
 
@@ -48,9 +67,19 @@ def test_update_of_a_key_not_inserted_in_the_batch_is_an_upsert() -> None:
 
 def test_unchanged_toast_filled_from_earlier_change_in_batch() -> None:
     tc = TableChanges(table(["id"]))
+    tc.delete((b"0", None, None))
     tc.insert((b"1", b"a", b"huge"))
     tc.update(None, (b"1", b"b", UNCHANGED))
     assert tc.keyed[b"1"] == (b"I", (b"1", b"b", b"huge"))
+
+
+def test_unchanged_toast_after_a_direct_insert_keeps_the_masked_update() -> None:
+    # The insert is copied into the target first, so the masked update finds the value there.
+    tc = TableChanges(table(["id"]))
+    tc.insert((b"1", b"a", b"huge"))
+    tc.update(None, (b"1", b"b", UNCHANGED))
+    assert tc.direct == [b"1\ta\thuge\n"]
+    assert tc.keyed[b"1"] == (b"U", (b"1", b"b", UNCHANGED))
 
 
 def test_unchanged_toast_without_earlier_change_stays_masked() -> None:
@@ -62,8 +91,15 @@ def test_unchanged_toast_without_earlier_change_stays_masked() -> None:
 def test_composite_key_and_column_mapping() -> None:
     # The relation sends columns in another order than the sink's: (big, a, id).
     tc = TableChanges(table(["id", "a"]), positions=[2, 1, 0])
+    tc.update(None, (b"C", b"A", b"0"))
     tc.insert((b"B", b"A", b"1"))
     assert tc.keyed[(b"1", b"A")] == (b"I", (b"1", b"A", b"B"))
+
+
+def test_direct_insert_lines_follow_the_sink_column_order() -> None:
+    tc = TableChanges(table(["id", "a"]), positions=[2, 1, 0])
+    tc.insert((b"B", b"A", b"1"))
+    assert tc.direct == [b"1\tA\tB\n"]
 
 
 def test_keyless_keeps_every_change_in_order() -> None:
@@ -71,7 +107,9 @@ def test_keyless_keeps_every_change_in_order() -> None:
     tc.insert((b"1", b"a", b"b"))
     tc.insert((b"1", b"a", b"b"))
     tc.delete((b"1", b"a", b"b"))
-    assert [op for op, _old, _new in tc.keyless] == ["I", "I", "D"]
+    tc.insert((b"1", b"a", b"b"))
+    assert tc.direct == [b"1\ta\tb\n", b"1\ta\tb\n"]
+    assert [op for op, _old, _new in tc.keyless] == ["D", "I"]
 
 
 def test_copy_text_escaping() -> None:

@@ -646,19 +646,30 @@ class Engine:
 
     def _handle(self, payload: bytes, stream: ReplicationStream) -> None:
         dec = self._decoder
-        if payload[0] in _ROW_KINDS and not dec.in_stream:
-            self._row_change(po.decode_row_change(payload, False))
-            return
-        if dec.in_stream and payload[:1] not in (b"E", b"S"):
+        kind = payload[0]
+        if not dec.in_stream:
+            if kind == 0x49:  # Insert: the hot path of bulk loads, straight from the wire into a COPY line
+                if not self._skip_tx:
+                    self._insert(payload)
+                return
+            if kind in _ROW_KINDS:
+                self._row_change(po.decode_row_change(payload, False))
+                return
+        elif kind != 0x45 and kind != 0x53:  # not Stream Stop/Start
             # Part of an in-progress transaction: to disk until its Stream Commit (relations decoded now too).
             assert self._stream_xid is not None
             current = self._spills[self._stream_xid]
-            kind = payload[0]
             if kind in _ROW_KINDS:
                 if not current.raw_only:
-                    row = po.decode_row_change(payload, True)
-                    if row[1] == self._stream_xid and self._fold_streamed(current, row):
-                        return
+                    if kind == 0x49:
+                        if _LEN.unpack_from(payload, 1)[0] == self._stream_xid and self._fold_streamed_insert(
+                            current, payload
+                        ):
+                            return
+                    else:
+                        row = po.decode_row_change(payload, True)
+                        if row[1] == self._stream_xid and self._fold_streamed(current, row):
+                            return
             elif kind in (0x52, 0x59):  # R, Y
                 prior = dec.relations.get(_LEN.unpack_from(payload, 5)[0]) if kind == 0x52 else None
                 meta = dec.decode(payload)
@@ -736,23 +747,45 @@ class Engine:
         wanted = {c.name: c.type_oid for c in rel.columns if c.name not in excluded}
         return wanted == {c.name: c.type_oid for c in table.columns}
 
+    def _spill_changes(self, spill: _Spill, oid: int) -> TableChanges | bool | None:
+        """The pending changes of ``oid`` in a streamed transaction; True: not replicated; False: keep it raw."""
+        tc = spill.pending.get(oid)
+        if tc is not None:
+            return tc
+        rel = self._decoder.relations.get(oid)
+        if rel is None:
+            return False
+        table = self.by_source.get((rel.namespace, rel.name))
+        if table is None:
+            return True
+        if not table.key:
+            return False
+        names = [c.name for c in rel.columns]
+        sink_names = table.column_names
+        positions = None if names == sink_names else [names.index(n) for n in sink_names]
+        tc = spill.pending[oid] = TableChanges(table=table, positions=positions)
+        return tc
+
+    def _fold_streamed_insert(self, spill: _Spill, payload: bytes) -> bool:
+        """:meth:`_fold_streamed` for an Insert, straight from its message (xid already checked)."""
+        tc = self._spill_changes(spill, _LEN.unpack_from(payload, 5)[0])
+        if tc is True or tc is False:
+            return tc
+        if payload[9] != 0x4E:
+            raise ReplicationError("insert message without its 'N' tuple marker")
+        tc.insert_wire(payload, 10)  # type: ignore[union-attr]
+        spill.pending_rows += 1
+        if spill.pending_rows >= self.settings.cdc_max_buffer_rows:
+            self._spill_encode(spill)
+        return True
+
     def _fold_streamed(self, spill: _Spill, change: po.RowChange) -> bool:
         """Fold a top-level row change of a streamed transaction; False if it must stay a raw message."""
         kind, _xid, oid, _old_kind, old, new = change
-        tc = spill.pending.get(oid)
-        if tc is None:
-            rel = self._decoder.relations.get(oid)
-            if rel is None:
-                return False
-            table = self.by_source.get((rel.namespace, rel.name))
-            if table is None:
-                return True
-            if not table.key:
-                return False
-            names = [c.name for c in rel.columns]
-            sink_names = table.column_names
-            positions = None if names == sink_names else [names.index(n) for n in sink_names]
-            tc = spill.pending[oid] = TableChanges(table=table, positions=positions)
+        tc = self._spill_changes(spill, oid)
+        if tc is True or tc is False:
+            return tc
+        assert isinstance(tc, TableChanges)
         if kind == 0x49:
             tc.insert(new)  # type: ignore[arg-type]
         elif kind == 0x55:
@@ -769,8 +802,7 @@ class Engine:
         if not spill.pending_rows:
             return
         for tc in spill.pending.values():
-            if tc.count:
-                enc = encode_table_changes(tc)
+            for enc in encode_table_changes(tc):
                 ahead = self._may_speculate(spill)
                 spill.write_encoded(enc)
                 if ahead:
@@ -885,6 +917,21 @@ class Engine:
         self._pending_rows += 1
         if self._pending_rows >= self.settings.cdc_max_buffer_rows:
             # Bounded memory: apply into the open sink transaction; it commits at a source commit.
+            self._flush_pending()
+
+    def _insert(self, payload: bytes) -> None:
+        """An Insert outside a stream block: 'I', relation oid, 'N', tuple."""
+        oid = _LEN.unpack_from(payload, 1)[0]
+        tc = self._pending.get(oid)
+        if tc is None:
+            tc = self._table_changes(oid)
+            if tc is None:
+                return
+        if payload[5] != 0x4E:
+            raise ReplicationError("insert message without its 'N' tuple marker")
+        tc.insert_wire(payload, 6)
+        self._pending_rows += 1
+        if self._pending_rows >= self.settings.cdc_max_buffer_rows:
             self._flush_pending()
 
     def _row_change(self, change: po.RowChange) -> None:

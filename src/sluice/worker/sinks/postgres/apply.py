@@ -2,11 +2,16 @@
 
 Per batch (whole source transactions, or a chunk of one huge transaction inside one sink transaction):
 
-- keyed tables: changes are folded per key in commit order, so the staging table holds one row per key, the last
-  state, with ``_op`` 'U' (upsert) or 'D' (delete). An update whose key changed becomes a delete of the old key and
-  an upsert of the new one. Unchanged-TOAST values ('u' in pgoutput) are filled from an earlier change of the same
-  key in the batch when there is one; otherwise a per-column mask (``_u``, '1' = unchanged) makes the merge keep the
-  sink's value. Merge = ``DELETE ... USING`` + ``INSERT ... ON CONFLICT DO UPDATE`` + masked ``UPDATE ... FROM``.
+- inserts that come before any other change of their table in the batch (bulk loads, append-only tables) are not
+  folded at all: their text COPY lines go straight into the target table. For a keyed table that COPY runs in a
+  savepoint; if a key is already there (a replayed batch, rows the sink got elsewhere) it is rolled back and the
+  same lines take the staging path below as upserts, so the result is the same, only slower.
+- keyed tables, every other change: folded per key in commit order, so the staging table holds one row per key,
+  the last state, with ``_op`` 'U' (upsert) or 'D' (delete). An update whose key changed becomes a delete of the
+  old key and an upsert of the new one. Unchanged-TOAST values ('u' in pgoutput) are filled from an earlier change
+  of the same key in the batch when there is one; otherwise a per-column mask (``_u``, '1' = unchanged) makes the
+  merge keep the sink's value. Merge = ``DELETE ... USING`` + ``INSERT ... ON CONFLICT DO UPDATE`` + masked
+  ``UPDATE ... FROM``.
 - keyless tables (replica identity FULL, no primary key): there is no key to fold on, so changes are applied in
   order: runs of inserts as one COPY, each update/delete touching exactly one row that matches all old values
   (``ctid = (SELECT ctid ... LIMIT 1)``), which keeps duplicate rows' multiplicity right.
@@ -14,17 +19,18 @@ Per batch (whole source transactions, or a chunk of one huge transaction inside 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from sluice.worker.sinks.postgres.copytext import encode_copy_row, tuple_copy_line
 from sluice.worker.sinks.postgres.ddl import SinkTable
-from sluice.worker.sources.postgres.pgoutput import UNCHANGED, TupleValue
+from sluice.worker.sources.postgres.pgoutput import UNCHANGED, TupleValue, decode_tuple
 
 __all__ = [
+    "DIRECT",
     "EncodedChanges",
     "TableChanges",
     "apply_encoded",
@@ -35,30 +41,7 @@ __all__ = [
     "truncate_tables",
 ]
 
-_NEEDS_ESCAPE = re.compile(rb"[\\\t\n\r]").search
-_NULL = b"\\N"
-
 Row = tuple[TupleValue, ...]
-
-
-def _escape(v: bytes) -> bytes:
-    return v.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
-
-
-def encode_copy_row(values: Row) -> bytes:
-    """One line of text COPY (no newline); NULL and unchanged-TOAST both become ``\\N``."""
-    if None not in values and UNCHANGED not in values:
-        # Common case: PostgreSQL text never contains NUL, so join on it, check once, then turn NULs into tabs.
-        raw = b"\0".join(values)  # type: ignore[arg-type]
-        if not _NEEDS_ESCAPE(raw):
-            return raw.replace(b"\0", b"\t")
-    out: list[bytes] = []
-    for v in values:
-        if v.__class__ is bytes:
-            out.append(_escape(v) if _NEEDS_ESCAPE(v) else v)
-        else:
-            out.append(_NULL)
-    return b"\t".join(out)
 
 
 @dataclass
@@ -70,6 +53,8 @@ class TableChanges:
     positions: list[int] | None = None
     keyed: dict[Any, tuple[bytes, Row]] = field(default_factory=dict)
     keyless: list[tuple[str, Row | None, Row | None]] = field(default_factory=list)
+    #: text COPY lines (newline included) of inserts that precede every other pending change of this table
+    direct: list[bytes] = field(default_factory=list)
     count: int = 0
 
     def __post_init__(self) -> None:
@@ -85,10 +70,22 @@ class TableChanges:
         kp = self.key_pos
         return row[kp[0]] if len(kp) == 1 else tuple(row[i] for i in kp)
 
+    def insert_wire(self, buf: bytes, pos: int) -> None:
+        """An Insert's new tuple straight from its pgoutput message (``pos``: the tuple's column count)."""
+        if self.positions is None and not self.keyed and not self.keyless:
+            self.direct.append(tuple_copy_line(buf, pos))
+            self.count += 1
+        else:
+            self.insert(decode_tuple(buf, pos))
+
     def insert(self, new: Row) -> None:
         pos = self.positions
         row = new if pos is None else tuple(new[i] for i in pos)
         self.count += 1
+        if not self.keyed and not self.keyless:
+            # Nothing else of this table pending: no key can repeat within the run, so nothing to fold.
+            self.direct.append(encode_copy_row(row) + b"\n")
+            return
         single = self._single
         if single >= 0:
             key = row[single]
@@ -214,24 +211,24 @@ _CREATED_STAGES: set[tuple[int, str]] = set()
 
 @dataclass
 class EncodedChanges:
-    """A keyed table's folded changes as the staging table's text COPY data, ready to load and merge.
+    """A table's pending changes as ready text COPY data: for its staging table, or (``DIRECT``) for itself.
 
-    Encoding needs only the folded rows, so it can happen early (while PostgreSQL still streams an in-progress
+    Encoding needs only the pending rows, so it can happen early (while PostgreSQL still streams an in-progress
     transaction) and the bytes can wait on disk: loading them later costs no Python work per row.
     """
 
     table: SinkTable
     data: bytes
     count: int
-    #: bit set of what the merge must run: 1 delete, 2 masked update, 4 upsert, 8 plain insert
+    #: bit set of what the merge must run: 1 delete, 2 masked update, 4 upsert, 8 plain insert; 16 = DIRECT, the
+    #: data are rows of the target table itself (a run of inserts), copied into it without staging
     flags: int
 
 
-_HAS_DELETE, _HAS_MASKED, _HAS_UPSERT, _HAS_INSERT = 1, 2, 4, 8
+_HAS_DELETE, _HAS_MASKED, _HAS_UPSERT, _HAS_INSERT, DIRECT = 1, 2, 4, 8, 16
 
 
-def encode_table_changes(changes: TableChanges) -> EncodedChanges:
-    """The staging COPY data of a keyed table's pending changes (``changes`` is left as it is)."""
+def _encode_folded(changes: TableChanges) -> EncodedChanges:
     flags = 0
     buf: list[bytes] = []
     for op, row in changes.keyed.values():
@@ -248,7 +245,21 @@ def encode_table_changes(changes: TableChanges) -> EncodedChanges:
         else:
             flags |= _HAS_UPSERT
             buf.append(encode_copy_row(row) + b"\tU\t\\N\n")
-    return EncodedChanges(table=changes.table, data=b"".join(buf), count=changes.count, flags=flags)
+    return EncodedChanges(
+        table=changes.table, data=b"".join(buf), count=changes.count - len(changes.direct), flags=flags
+    )
+
+
+def encode_table_changes(changes: TableChanges) -> list[EncodedChanges]:
+    """The COPY data of a keyed table's pending changes, in the order they must be applied (``changes`` is kept)."""
+    out = []
+    if changes.direct:
+        out.append(
+            EncodedChanges(table=changes.table, data=b"".join(changes.direct), count=len(changes.direct), flags=DIRECT)
+        )
+    if changes.keyed:
+        out.append(_encode_folded(changes))
+    return out
 
 
 def forget_stages(backend_pid: int) -> None:
@@ -263,33 +274,66 @@ def apply_table_changes(conn: psycopg.Connection[Any], changes: TableChanges) ->
         return 0
     if not changes.key_pos:
         return _apply_keyless(conn, changes, _statements(changes.table))
-    n = apply_encoded(conn, encode_table_changes(changes))
+    n = 0
+    for enc in encode_table_changes(changes):
+        n += apply_encoded(conn, enc)
     changes.keyed.clear()
+    changes.direct.clear()
     changes.count = 0
     return n
 
 
-def apply_encoded(conn: psycopg.Connection[Any], enc: EncodedChanges) -> int:
-    """Load encoded changes into staging and merge them, inside the caller's open transaction."""
-    if enc.count == 0:
-        return 0
-    st = _statements(enc.table)
+def _write_copy(conn: psycopg.Connection[Any], statement: sql.Composed, data: bytes) -> None:
+    view = memoryview(data)
+    with conn.cursor().copy(statement) as copy:
+        for start in range(0, len(view), _FLUSH_BYTES):
+            copy.write(view[start : start + _FLUSH_BYTES])
+
+
+def _ensure_stage(conn: psycopg.Connection[Any], st: _Statements) -> None:
     created = (conn.info.backend_pid, st.stage_name)
     if created not in _CREATED_STAGES:
         conn.execute(st.create_stage)
         _CREATED_STAGES.add(created)
-    data = memoryview(enc.data)
-    with conn.cursor().copy(st.copy_stage) as copy:
-        for start in range(0, len(data), _FLUSH_BYTES):
-            copy.write(data[start : start + _FLUSH_BYTES])
+
+
+def _apply_direct(conn: psycopg.Connection[Any], enc: EncodedChanges, st: _Statements) -> None:
+    """COPY a run of inserts straight into the target; keys already there turn the run into upserts."""
+    if not enc.table.key:
+        _write_copy(conn, st.copy_target, enc.data)
+        return
+    # Plain SQL savepoints, not conn.transaction(): this must never open (and then commit) a transaction itself.
+    conn.execute("SAVEPOINT sluice_direct")
+    try:
+        _write_copy(conn, st.copy_target, enc.data)
+    except psycopg.errors.UniqueViolation:
+        conn.execute("ROLLBACK TO SAVEPOINT sluice_direct")
+        _ensure_stage(conn, st)
+        # Escaped COPY text has no raw newline inside a value, so every newline ends a row.
+        _write_copy(conn, st.copy_stage, enc.data.replace(b"\n", b"\tI\t\\N\n"))
+        conn.execute(st.insert_upsert)
+        conn.execute(st.truncate_stage)
+    conn.execute("RELEASE SAVEPOINT sluice_direct")
+
+
+def apply_encoded(conn: psycopg.Connection[Any], enc: EncodedChanges) -> int:
+    """Load encoded changes (into staging and merge them, or straight in), inside the caller's open transaction."""
+    if enc.count == 0:
+        return 0
+    st = _statements(enc.table)
     flags = enc.flags
+    if flags & DIRECT:
+        _apply_direct(conn, enc, st)
+        return enc.count
+    _ensure_stage(conn, st)
+    _write_copy(conn, st.copy_stage, enc.data)
     if flags & _HAS_DELETE:
         conn.execute(st.delete)
     if flags & _HAS_UPSERT:
         conn.execute(st.upsert)
     if flags & _HAS_INSERT:
         try:
-            with conn.transaction():  # a savepoint: the caller's transaction is open
+            with conn.transaction():  # a savepoint: the caller's transaction is open (the COPY above ran in it)
                 conn.execute(st.insert_new)
         except psycopg.errors.UniqueViolation:
             conn.execute(st.insert_upsert)
@@ -321,7 +365,10 @@ def _apply_keyless(conn: psycopg.Connection[Any], changes: TableChanges, st: _St
     table = changes.table
     ops = changes.keyless
     i = 0
-    n = 0
+    n = len(changes.direct)
+    if changes.direct:
+        _write_copy(conn, st.copy_target, b"".join(changes.direct))
+        changes.direct.clear()
     with conn.cursor() as cur:
         while i < len(ops):
             op, old, new = ops[i]

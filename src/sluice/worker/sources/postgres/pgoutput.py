@@ -424,6 +424,14 @@ def _tuple_at(buf: bytes, pos: int) -> tuple[tuple[TupleValue, ...], int]:
     return tuple(values), pos
 
 
+def decode_tuple(buf: bytes, pos: int) -> tuple[TupleValue, ...]:
+    """The TupleData at ``pos`` (its column count) as a value tuple."""
+    try:
+        return _tuple_at(buf, pos)[0]
+    except (IndexError, struct.error) as exc:
+        raise PgOutputError(f"tuple data truncated: {exc}") from exc
+
+
 RowChange = tuple[int, int | None, int, "str | None", "tuple[TupleValue, ...] | None", "tuple[TupleValue, ...] | None"]
 
 
