@@ -18,10 +18,12 @@ import os
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sluice.k8s.jsonclient import JsonClient, api_path
 from sluice.worker.status import WorkerStatus
+
+if TYPE_CHECKING:
+    from sluice.k8s.jsonclient import JsonClient
 
 __all__ = ["KubernetesStatusReporter", "TeeReporter", "status_patch", "with_kubernetes_reporter"]
 
@@ -162,7 +164,12 @@ class KubernetesStatusReporter:
     def _send(self, patch: dict[str, Any]) -> bool:
         try:
             if self._client is None:
+                # Imported here: the kubernetes package costs ~0.2 s of start-up a worker outside a pod never needs.
+                from sluice.k8s.jsonclient import JsonClient
+
                 self._client = JsonClient(timeout=5)
+            from sluice.k8s.jsonclient import api_path
+
             self._client.merge_patch(api_path("connectors", self.namespace, self.name, "status"), {"status": patch})
             return True
         except Exception as exc:  # never into the engine: progress reporting must not stop replication

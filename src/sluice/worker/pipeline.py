@@ -351,9 +351,13 @@ class Engine:
         """Copy chunks; keys are built after a plain copy (bulk index build), before an upserting one."""
         if upsert:
             self._ensure_keys()
+        started = time.monotonic()
         done = self._copier(snapshot_name, upsert=upsert).run(chunks)
         if done:
+            copied = time.monotonic()
+            log.info("snapshot: %d chunks copied in %.2fs", len(chunks), copied - started)
             self._ensure_keys()
+            log.info("snapshot: keys built in %.2fs", time.monotonic() - copied)
         return done
 
     def _ensure_keys(self) -> None:

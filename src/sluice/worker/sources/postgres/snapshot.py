@@ -7,6 +7,11 @@ range) TO STDOUT (FORMAT binary)`` bytes are written unchanged into the sink's `
 binary)`` — no row is ever parsed in Python, which is the fastest path there is. Tables whose columns embed user
 type OIDs in binary form (arrays of enums, domains) use text COPY instead.
 
+libpq hands a COPY out one row at a time. The source side therefore runs on psycopg2, whose ``copy_expert`` loop
+is C and writes each row into a C ``io.BufferedWriter``; only full 1 MB buffers reach Python, which passes them to
+the sink's COPY (psycopg 3). Iterating psycopg 3's ``Copy`` instead costs about 1 µs of Python per row, which on two
+cores is CPU taken from the PostgreSQL backends doing the real work (measured: 1.7 s against 0.5 s for 2M rows).
+
 Each chunk commits in the sink together with its "done" mark, so a restart copies only the unfinished chunks. After
 a restart the exported snapshot is gone: unfinished chunks are then copied under a fresh snapshot through a staging
 table with an upsert. That is still exact for keyed tables, because the change stream is replayed from the slot's
@@ -16,6 +21,7 @@ cannot be upserted, so an interrupted snapshot containing one starts over.
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 from collections.abc import Callable
@@ -23,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
+import psycopg2
+import psycopg2.extensions
 from psycopg import sql
 
 from sluice.worker.sinks.postgres.ddl import SinkTable
@@ -63,6 +71,21 @@ def plan_chunks(conn: psycopg.Connection[Any], tables: list[SinkTable], max_rows
                 n += 1
                 lo = hi
     return chunks
+
+
+class _ToCopy(io.RawIOBase):
+    """The raw end of the buffered writer psycopg2 copies rows into: each full buffer goes to the sink's COPY."""
+
+    def __init__(self, copy: psycopg.Copy) -> None:
+        self.copy = copy
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        n = len(data)
+        self.copy.write(bytes(data))  # the buffer is reused as soon as this returns
+        return n
 
 
 class SnapshotCopier:
@@ -118,25 +141,26 @@ class SnapshotCopier:
             return self._queue.pop()
 
     def _worker(self) -> None:
-        with (
-            psycopg.connect(**self.source_kwargs) as src,
-            psycopg.connect(**self.sink_kwargs) as snk,
-        ):
-            src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            src.read_only = True
-            if self.snapshot_name:
-                src.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.snapshot_name)))
-            while True:
-                chunk = self._next()
-                if chunk is None:
-                    break
-                rows = self._copy(src, snk, chunk)
-                self.on_chunk(chunk, rows)
-                if not self.snapshot_name:
-                    src.commit()  # a fresh snapshot per chunk when there is no exported one to share
-            src.rollback()
+        src = psycopg2.connect(**self.source_kwargs)
+        try:
+            with psycopg.connect(**self.sink_kwargs) as snk:
+                src.set_session(isolation_level="REPEATABLE READ", readonly=True)
+                if self.snapshot_name:
+                    with src.cursor() as cur:
+                        cur.execute("SET TRANSACTION SNAPSHOT %s", (self.snapshot_name,))
+                while True:
+                    chunk = self._next()
+                    if chunk is None:
+                        break
+                    rows = self._copy(src, snk, chunk)
+                    self.on_chunk(chunk, rows)
+                    if not self.snapshot_name:
+                        src.commit()  # a fresh snapshot per chunk when there is no exported one to share
+                src.rollback()
+        finally:
+            src.close()
 
-    def _copy(self, src: psycopg.Connection[Any], snk: psycopg.Connection[Any], chunk: Chunk) -> int:
+    def _copy(self, src: psycopg2.extensions.connection, snk: psycopg.Connection[Any], chunk: Chunk) -> int:
         table = self.tables[chunk.table_name]
         binary = table.source.binary_safe
         fmt = sql.SQL("(FORMAT binary)" if binary else "")
@@ -165,15 +189,10 @@ class SnapshotCopier:
                 into = target
             copy_in = sql.SQL("COPY {t} ({c}) FROM STDIN {f}").format(t=into, c=cols, f=fmt)
             with snk.cursor() as out_cur:
-                with src.cursor().copy(copy_out) as cin, out_cur.copy(copy_in) as cout:
-                    buf = bytearray()
-                    for data in cin:
-                        buf += data
-                        if len(buf) >= _COPY_BUFFER:
-                            cout.write(buf)
-                            buf = bytearray()
-                    if buf:
-                        cout.write(buf)
+                with out_cur.copy(copy_in) as cout, src.cursor() as in_cur:
+                    forward = io.BufferedWriter(_ToCopy(cout), buffer_size=_COPY_BUFFER)
+                    in_cur.copy_expert(copy_out.as_string(snk), forward)
+                    forward.flush()
                 rows = max(out_cur.rowcount, 0)
             if self.upsert:
                 non_key = [c for c in table.column_names if c not in table.key]
