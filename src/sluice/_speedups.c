@@ -55,7 +55,7 @@ static Py_ssize_t line_length(const unsigned char *buf, Py_ssize_t size, Py_ssiz
     return out;
 }
 
-static PyObject *tuple_copy_line(PyObject *self, PyObject *args) {
+static PyObject *tuple_copy_line(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_buffer view;
     Py_ssize_t pos;
     if (!PyArg_ParseTuple(args, "y*n", &view, &pos))
@@ -125,7 +125,11 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "sluice._speedups", "Compiled hot loops of the replication worker.", -1, methods,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "sluice._speedups",
+    .m_doc = "Compiled hot loops of the replication worker.",
+    .m_size = -1,
+    .m_methods = methods,
 };
 
 PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }

@@ -751,7 +751,7 @@ class Engine:
         wanted = {c.name: c.type_oid for c in rel.columns if c.name not in excluded}
         return wanted == {c.name: c.type_oid for c in table.columns}
 
-    def _spill_changes(self, spill: _Spill, oid: int) -> TableChanges | bool | None:
+    def _spill_changes(self, spill: _Spill, oid: int) -> TableChanges | bool:
         """The pending changes of ``oid`` in a streamed transaction; True: not replicated; False: keep it raw."""
         tc = spill.pending.get(oid)
         if tc is not None:
@@ -773,11 +773,11 @@ class Engine:
     def _fold_streamed_insert(self, spill: _Spill, payload: bytes) -> bool:
         """:meth:`_fold_streamed` for an Insert, straight from its message (xid already checked)."""
         tc = self._spill_changes(spill, _LEN.unpack_from(payload, 5)[0])
-        if tc is True or tc is False:
+        if isinstance(tc, bool):
             return tc
         if payload[9] != 0x4E:
             raise ReplicationError("insert message without its 'N' tuple marker")
-        tc.insert_wire(payload, 10)  # type: ignore[union-attr]
+        tc.insert_wire(payload, 10)
         spill.pending_rows += 1
         if spill.pending_rows >= self.settings.cdc_max_buffer_rows:
             self._spill_encode(spill)
@@ -787,9 +787,8 @@ class Engine:
         """Fold a top-level row change of a streamed transaction; False if it must stay a raw message."""
         kind, _xid, oid, _old_kind, old, new = change
         tc = self._spill_changes(spill, oid)
-        if tc is True or tc is False:
+        if isinstance(tc, bool):
             return tc
-        assert isinstance(tc, TableChanges)
         if kind == 0x49:
             tc.insert(new)  # type: ignore[arg-type]
         elif kind == 0x55:
