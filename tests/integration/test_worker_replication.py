@@ -500,3 +500,44 @@ def test_inserted_keys_the_sink_already_has_become_upserts(
     wait_tables_equal(source_db, sink_db, {"ev": ("id",)})
     assert sink_db.scalar("SELECT count(*) FROM ev WHERE v = 'stale'") == 0
     assert worker.stop() == 0
+
+
+def test_small_batches_cover_every_merge_kind(
+    source_db: PgDatabase, sink_db: PgDatabase, make_connector_config: MakeConfig, run_worker: RunWorker
+) -> None:
+    # Batches of a few changes skip staging (one statement with parameters): each kind of change must still land.
+    source_db.psql(
+        "CREATE TYPE tone AS ENUM ('low', 'high');"
+        "CREATE TABLE sm (id int PRIMARY KEY, v int, doc text, t tone, a int[], n numeric(8, 2));"
+        "ALTER TABLE sm ALTER COLUMN doc SET STORAGE EXTERNAL;"
+        "INSERT INTO sm SELECT g, g, repeat(md5(g::text), 300), 'low', ARRAY[g, g], g / 3.0 "
+        "FROM generate_series(1, 8) g;"
+    )
+    # Transactions over 64kB are streamed while in progress (the last step below).
+    source_db.execute(f"ALTER DATABASE \"{source_db.name}\" SET logical_decoding_work_mem = '64kB'")
+    worker = run_worker(make_connector_config(limits={"cdc": {"flush_interval_ms": 20}}))
+    worker.wait_for_status(realtime)
+    steps = [
+        # insert, then update of the same key (folded after the leading insert), key change, delete, TOAST kept
+        "BEGIN; INSERT INTO sm VALUES (100, 1, 'x', 'high', '{}', 1.5); UPDATE sm SET v = 2 WHERE id = 100;"
+        "UPDATE sm SET id = 50 WHERE id = 1; DELETE FROM sm WHERE id = 2; UPDATE sm SET v = 9 WHERE id = 3;"
+        "INSERT INTO sm VALUES (101, NULL, E'tab\\there\\nnl \\\\ bs', NULL, '{NULL,3}', NULL); COMMIT;",
+        "INSERT INTO sm VALUES (102, 7, 'alone', 'low', NULL, -0.25);",
+        "UPDATE sm SET v = v + 1, t = 'high' WHERE id IN (4, 5);",  # doc unchanged: masked update only
+        "DELETE FROM sm WHERE id = 102;",
+        # a key change keeps unchanged TOAST values only the sink's old row has: small, staged and streamed batches
+        "UPDATE sm SET id = 60 WHERE id = 4;",
+        "BEGIN; INSERT INTO sm SELECT g, g, 'n', 'low', NULL, 0 FROM generate_series(300, 340) g;"
+        "UPDATE sm SET id = 61, v = 0 WHERE id = 5; COMMIT;",
+        "BEGIN; INSERT INTO sm SELECT g, g, repeat('y', 200), 'low', NULL, 0 FROM generate_series(1000, 2000) g;"
+        "UPDATE sm SET id = 62 WHERE id = 6; UPDATE sm SET id = 63 WHERE id = 62; COMMIT;",
+    ]
+    for step in steps:
+        source_db.psql(step)
+        wait_tables_equal(source_db, sink_db, {"sm": ("id",)})
+    assert sink_db.scalar("SELECT length(doc) FROM sm WHERE id = 63") == 9600
+    # A key the sink already has (written there by someone else) is upserted, not a failed batch.
+    sink_db.psql("INSERT INTO sm VALUES (200, -1, 'stale', NULL, NULL, NULL);")
+    source_db.psql("INSERT INTO sm VALUES (200, 1, 'fresh', 'low', NULL, 2);")
+    wait_tables_equal(source_db, sink_db, {"sm": ("id",)})
+    assert worker.stop() == 0

@@ -116,3 +116,21 @@ def test_copy_text_escaping() -> None:
     assert (
         encode_copy_row((b"a\tb", None, b"back\\slash\nnl\r", UNCHANGED)) == b"a\\tb\t\\N\tback\\\\slash\\nnl\\r\t\\N"
     )
+
+
+def test_key_change_with_unchanged_toast_fills_from_the_old_keys_batch_state() -> None:
+    tc = TableChanges(table(["id"]))
+    tc.update(None, (b"1", b"a", b"big"))
+    assert not tc.needs_move((b"1", None, None), (b"2", b"a", UNCHANGED))
+    tc.update((b"1", None, None), (b"2", b"a", UNCHANGED))
+    assert tc.keyed[b"1"][0] == b"D"
+    assert tc.keyed[b"2"] == (b"U", (b"2", b"a", b"big"))
+
+
+def test_key_change_with_unchanged_toast_the_batch_does_not_hold_is_a_move() -> None:
+    tc = TableChanges(table(["id"]))
+    assert tc.needs_move((b"1", None, None), (b"2", b"a", UNCHANGED))
+    assert not tc.needs_move((b"1", None, None), (b"2", b"a", b"v"))  # nothing unchanged: delete + upsert
+    assert not tc.needs_move(None, (b"2", b"a", UNCHANGED))  # key unchanged: the masked update keeps it
+    move = tc.move((b"1", None, None), (b"2", b"a", UNCHANGED))
+    assert (move.old, move.new) == ((b"1", None, None), (b"2", b"a", UNCHANGED))

@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from sluice.worker.sinks.postgres import copytext
-from sluice.worker.sinks.postgres.copytext import encode_copy_row, py_tuple_copy_line
+from sluice.worker.sinks.postgres.copytext import decode_copy_line, encode_copy_row, py_tuple_copy_line
 from sluice.worker.sources.postgres.pgoutput import decode_tuple
 
 IMPLEMENTATIONS = [pytest.param(py_tuple_copy_line, id="python")]
@@ -69,3 +69,15 @@ def test_ci_builds_the_compiled_version() -> None:
     if os.environ.get("CI") != "true":
         pytest.skip("only required where CI installs the package (a C compiler is part of its set-up)")
     assert copytext.SPEEDUPS, "sluice._speedups did not build: `pip install -e .` needs gcc and the Python headers"
+
+
+def test_decode_copy_line_inverts_encode() -> None:
+    rng = random.Random(11)
+    alphabet = b"ab\\\t\n\rN \xc3\xa9"
+    for _ in range(2000):
+        values: list[bytes | None] = [
+            None if rng.random() < 0.2 else bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
+            for _ in range(rng.randint(1, 5))
+        ]
+        assert decode_copy_line(encode_copy_row(values) + b"\n") == values
+    assert decode_copy_line(b"\\\\N\t\\N") == [b"\\N", None]  # a literal backslash-N is not NULL

@@ -792,6 +792,8 @@ class Engine:
         if kind == 0x49:
             tc.insert(new)  # type: ignore[arg-type]
         elif kind == 0x55:
+            if tc.needs_move(old, new):  # type: ignore[arg-type]
+                return False  # kept raw: replayed at the commit, where it is applied on its own
             tc.update(old, new)  # type: ignore[arg-type]
         else:
             tc.delete(old)  # type: ignore[arg-type]
@@ -949,6 +951,13 @@ class Engine:
         if kind == 0x49:
             tc.insert(new)  # type: ignore[arg-type]
         elif kind == 0x55:
+            if tc.needs_move(old, new):  # type: ignore[arg-type]
+                # Everything before it first, then the move on its own, in commit order.
+                self._flush_pending([oid])
+                self._applier.apply(tc.move(old, new))  # type: ignore[arg-type]
+                self._uncommitted = True
+                self.status.rows_applied += 1
+                return
             tc.update(old, new)  # type: ignore[arg-type]
         else:
             tc.delete(old)  # type: ignore[arg-type]

@@ -17,7 +17,14 @@ from typing import Any
 import psycopg
 
 from sluice.worker.lsn import parse_lsn
-from sluice.worker.sinks.postgres.apply import EncodedChanges, TableChanges, apply_encoded, apply_table_changes
+from sluice.worker.sinks.postgres.apply import (
+    EncodedChanges,
+    Move,
+    TableChanges,
+    apply_encoded,
+    apply_move,
+    apply_table_changes,
+)
 from sluice.worker.sinks.postgres.state import StateStore
 
 __all__ = ["Applier"]
@@ -55,6 +62,8 @@ class Applier:
                     apply_table_changes(self.conn, job)
                 elif isinstance(job, EncodedChanges):
                     apply_encoded(self.conn, job)
+                elif isinstance(job, Move):
+                    apply_move(self.conn, job)
                 else:
                     end, commit_ts = job
                     self.state.set_applied(self.conn, end)
@@ -84,7 +93,7 @@ class Applier:
             except queue.Full:
                 continue
 
-    def apply(self, changes: TableChanges | EncodedChanges) -> None:
+    def apply(self, changes: TableChanges | EncodedChanges | Move) -> None:
         self._put(changes)
 
     def commit(self, end_lsn: int, commit_ts: int) -> None:

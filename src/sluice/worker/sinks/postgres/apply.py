@@ -19,6 +19,7 @@ Per batch (whole source transactions, or a chunk of one huge transaction inside 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,13 +28,16 @@ from psycopg import sql
 
 from sluice.worker.sinks.postgres.copytext import encode_copy_row, tuple_copy_line
 from sluice.worker.sinks.postgres.ddl import SinkTable
+from sluice.worker.sinks.postgres.small import SMALL_BATCH, apply_small
 from sluice.worker.sources.postgres.pgoutput import UNCHANGED, TupleValue, decode_tuple
 
 __all__ = [
     "DIRECT",
     "EncodedChanges",
+    "Move",
     "TableChanges",
     "apply_encoded",
+    "apply_move",
     "apply_table_changes",
     "encode_copy_row",
     "encode_table_changes",
@@ -42,6 +46,17 @@ __all__ = [
 ]
 
 Row = tuple[TupleValue, ...]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Move:
+    """A key-changing update applied on its own: the sink row under the old key gets the new key and values."""
+
+    table: SinkTable
+    old: Row
+    new: Row
 
 
 @dataclass
@@ -111,18 +126,42 @@ class TableChanges:
             self.keyless.append(("U", self._map(old) if old is not None else None, row))
             return
         keyed = self.keyed
+        moved_from = None
         if old is not None:
             old_key = self._key(self._map(old))
             if old_key != key:
+                # The row's state so far in this batch lives under its old key (see needs_move when it does not).
+                moved_from = keyed.get(old_key)
                 keyed[old_key] = (b"D", self._map(old))
         prior = keyed.get(key)
+        fill = prior if prior is not None and prior[0] != b"D" else moved_from
+        if fill is not None and fill[0] != b"D" and UNCHANGED in row:
+            prev = fill[1]
+            row = tuple(prev[i] if v is UNCHANGED else v for i, v in enumerate(row))
         if prior is None:
             keyed[key] = (b"U", row)  # the common case: first change of this key in the batch
             return
-        if prior[0] != b"D" and UNCHANGED in row:
-            prev = prior[1]
-            row = tuple(prev[i] if v is UNCHANGED else v for i, v in enumerate(row))
         keyed[key] = (b"I" if prior[0] == b"I" else b"U", row)
+
+    def needs_move(self, old: Row | None, new: Row) -> bool:
+        """An update that changes the key and keeps unchanged-TOAST values only the sink's old row holds.
+
+        Folding it into "delete the old key, upsert the new one" would lose those values, so the caller applies
+        everything pending first and then :func:`apply_move` (an UPDATE of the row found by its old key).
+        """
+        if old is None or not self.key_pos:
+            return False
+        row = self._map(new)
+        if UNCHANGED not in row:
+            return False
+        old_key = self._key(self._map(old))
+        if old_key == self._key(row):
+            return False
+        prior = self.keyed.get(old_key)
+        return prior is None or prior[0] == b"D"
+
+    def move(self, old: Row, new: Row) -> Move:
+        return Move(table=self.table, old=self._map(old), new=self._map(new))
 
     def delete(self, old: Row) -> None:
         row = self._map(old)
@@ -298,8 +337,12 @@ def apply_table_changes(conn: psycopg.Connection[Any], changes: TableChanges) ->
     if not changes.key_pos:
         return _apply_keyless(conn, changes, _statements(changes.table))
     n = 0
-    for enc in encode_table_changes(changes):
-        n += apply_encoded(conn, enc)
+    if changes.count <= SMALL_BATCH:
+        apply_small(conn, changes.table, changes.direct, changes.keyed)
+        n = changes.count
+    else:
+        for enc in encode_table_changes(changes):
+            n += apply_encoded(conn, enc)
     changes.keyed.clear()
     changes.direct.clear()
     changes.count = 0
@@ -364,6 +407,36 @@ def apply_encoded(conn: psycopg.Connection[Any], enc: EncodedChanges) -> int:
         conn.execute(st.masked_update)
     _empty_stage(conn, st, enc.count)
     return enc.count
+
+
+def apply_move(conn: psycopg.Connection[Any], move: Move) -> int:
+    """UPDATE the row found by the old key; unchanged-TOAST columns keep the sink's values. Returns rows moved."""
+    table = move.table
+    sets: list[sql.Composable] = []
+    params: list[Any] = []
+    for col, v in zip(table.columns, move.new, strict=True):
+        if v is UNCHANGED:
+            continue
+        sets.append(sql.SQL("{} = %s::{}").format(sql.Identifier(col.name), sql.SQL(col.type_sql)))
+        params.append(None if v is None else bytes(v).decode())  # type: ignore[arg-type]
+    where: list[sql.Composable] = []
+    by_name = {c.name: (i, c) for i, c in enumerate(table.columns)}
+    for k in table.key:
+        i, col = by_name[k]
+        where.append(sql.SQL("{} = %s::{}").format(sql.Identifier(k), sql.SQL(col.type_sql)))
+        params.append(bytes(move.old[i]).decode())  # type: ignore[arg-type]
+    cur = conn.execute(
+        sql.SQL("UPDATE {t} SET {s} WHERE {w}").format(
+            t=table.ident, s=sql.SQL(", ").join(sets), w=sql.SQL(" AND ").join(where)
+        ),
+        params,
+    )
+    if cur.rowcount == 0:
+        # Like native logical replication: the sink lacks the row, so its unchanged values are unknown.
+        log.warning(
+            "%s: key change of a row the sink does not have; skipped (its TOAST values are unknown)", table.label
+        )
+    return max(cur.rowcount, 0)
 
 
 def _match_clause(table: SinkTable, row: Row) -> tuple[sql.Composable, list[Any]]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from sluice.worker.sources.postgres.pgoutput import UNCHANGED, PgOutputError, TupleValue
 
-__all__ = ["SPEEDUPS", "encode_copy_row", "py_tuple_copy_line", "tuple_copy_line"]
+__all__ = ["SPEEDUPS", "decode_copy_line", "encode_copy_row", "py_tuple_copy_line", "tuple_copy_line"]
 
 _NEEDS_ESCAPE = re.compile(rb"[\\\t\n\r]").search
 _NULL = b"\\N"
@@ -40,6 +40,27 @@ def encode_copy_row(values: Sequence[TupleValue]) -> bytes:
         else:
             out.append(_NULL)
     return b"\t".join(out)
+
+
+_UNESCAPE = {b"\\": b"\\", b"t": b"\t", b"n": b"\n", b"r": b"\r"}
+_ESCAPED = re.compile(rb"\\(.)")
+
+
+def _unescape_one(match: re.Match[bytes]) -> bytes:
+    return _UNESCAPE[match.group(1)]
+
+
+def decode_copy_line(line: bytes) -> list[bytes | None]:
+    """The values of a line :func:`encode_copy_row` wrote (newline optional): the inverse, for small batches."""
+    out: list[bytes | None] = []
+    for value in line.rstrip(b"\n").split(b"\t"):
+        if value == _NULL:
+            out.append(None)
+        elif b"\\" in value:
+            out.append(_ESCAPED.sub(_unescape_one, value))
+        else:
+            out.append(value)
+    return out
 
 
 def py_tuple_copy_line(buf: bytes, pos: int) -> bytes:
