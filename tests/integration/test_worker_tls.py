@@ -163,14 +163,15 @@ def test_another_ca_fails_on_certificate_verification(
         tmp_path,
         tls_db,
         sink_db,
-        retry_window_seconds=0,
         ssl_mode=ssl_mode,
         ssl_root_cert=tls_pg.other_ca.cert_pem.decode(),
     )
     worker = run_worker(config)
     code, err = failure(worker)
-    assert code != 0, worker.output_tail()
+    assert code == 2, worker.output_tail()
+    assert err["error"] == "InvalidSpec", err
     assert "certificate verify failed" in err["message"], err
+    assert "ssl_root_cert" in err["fix"], err
     assert "certificate verify failed" in exit_error(worker)["message"]
     assert "sluice-test-pw" not in worker.output_tail()
     assert sink_db.execute("SELECT to_regclass('public.t')") == [(None,)]
@@ -184,15 +185,15 @@ def test_verify_full_checks_the_host_name(
         tmp_path,
         tls_db,
         sink_db,
-        retry_window_seconds=0,
         host=UNNAMED_HOST,
         ssl_mode="VerifyFull",
         ssl_root_cert=tls_pg.ca.cert_pem.decode(),
     )
     worker = run_worker(config)
     code, err = failure(worker)
-    assert code != 0, worker.output_tail()
+    assert code == 2, worker.output_tail()
     assert f'does not match host name "{UNNAMED_HOST}"' in err["message"], err
+    assert "VerifyCa" in err["fix"], err
 
 
 def test_verify_ca_does_not_check_the_host_name(
@@ -210,21 +211,17 @@ def test_verify_ca_does_not_check_the_host_name(
 def test_disable_is_refused_by_a_tls_only_server(
     tls_pg: TlsPostgres, tls_db: PgDatabase, sink_db: PgDatabase, run_worker: RunWorker, tmp_path: Path
 ) -> None:
-    config, _ = tls_config(tmp_path, tls_db, sink_db, retry_window_seconds=0, ssl_mode="Disable")
+    config, _ = tls_config(tmp_path, tls_db, sink_db, ssl_mode="Disable")
     worker = run_worker(config)
     code, err = failure(worker)
-    assert code != 0, worker.output_tail()
+    assert code == 2, worker.output_tail()
     assert "pg_hba.conf" in err["message"], err
     assert "no encryption" in err["message"], err
+    assert "ssl_mode" in err["fix"], err
     assert "no encryption" in exit_error(worker)["message"]
     assert "sluice-test-pw" not in worker.output_tail()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the ConfigError that conninfo_kwargs raises is thrown from Engine(...) outside the try of "
-    "worker/cli.py::_run: the worker dies with a traceback and exit 1, and writes no status line",
-)
 def test_verify_ca_without_root_cert_is_an_invalid_spec(
     tls_db: PgDatabase, sink_db: PgDatabase, run_worker: RunWorker, tmp_path: Path
 ) -> None:
@@ -263,11 +260,6 @@ def test_client_certificate_authentication_without_password(
     assert key_body not in worker.output_tail()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline._classify treats TLS/pg_hba rejections (certificate verify failed, 'pg_hba.conf rejects "
-    "connection') as transient: they are retried for retry_window_seconds and end with exit 1, not an InvalidSpec",
-)
 @pytest.mark.parametrize("case", ["disable", "wrong_ca"])
 def test_tls_misconfiguration_is_a_spec_error_not_retried(
     case: str, tls_pg: TlsPostgres, tls_db: PgDatabase, sink_db: PgDatabase, run_worker: RunWorker, tmp_path: Path
@@ -276,7 +268,7 @@ def test_tls_misconfiguration_is_a_spec_error_not_retried(
         connection: dict[str, Any] = {"ssl_mode": "Disable"}
     else:
         connection = {"ssl_mode": "VerifyFull", "ssl_root_cert": tls_pg.other_ca.cert_pem.decode()}
-    config, _ = tls_config(tmp_path, tls_db, sink_db, retry_window_seconds=0, **connection)
+    config, _ = tls_config(tmp_path, tls_db, sink_db, **connection)
     worker = run_worker(config)
     code, err = failure(worker)
     assert code == 2, worker.output_tail()

@@ -83,7 +83,16 @@ def _run(args: argparse.Namespace, reporter: Any) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    engine = Engine(connector, reporter, stop)
+    try:
+        # Building the connection parameters can already refuse the spec (VerifyCa without ssl_root_cert...).
+        engine = Engine(connector, reporter, stop)
+    except ConfigError as exc:
+        log.error("connector failed: %s (fix: %s)", exc.message, exc.fix)
+        reporter.report(
+            WorkerStatus(connector=connector.id, run_id=str(uuid.uuid4()), status="failed", last_error=exc.as_dict())
+        )
+        print(json.dumps(exc.as_dict()), file=sys.stderr)
+        return 2
     try:
         code = engine.run()
         if code == 0 and not stop.is_set() and os.environ.get("SLUICE_IDLE_AFTER_COMPLETE") == "1":

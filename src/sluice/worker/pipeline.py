@@ -74,10 +74,49 @@ _SETUP_LOCK = 0x51C3_0001
 _PERMANENT_HINTS = ("authentication failed", "does not exist", "permission denied", "no pg_hba.conf entry")
 
 
+#: connection failures that retrying cannot cure (TLS set-up, pg_hba rules), each with what to change
+_CONNECTION_FIXES = (
+    (
+        "certificate verify failed",
+        "The server's certificate is not signed by connection.ssl_root_cert: set it to the CA that issued the "
+        "server certificate (PEM), or use ssl_mode Require to encrypt without verifying.",
+    ),
+    (
+        "does not match host name",
+        "ssl_mode VerifyFull checks that connection.host is named in the server's certificate: connect by a name "
+        "the certificate lists, or use ssl_mode VerifyCa.",
+    ),
+    (
+        "no encryption",
+        "The server accepts this user only over TLS: set connection.ssl_mode to Require, VerifyCa or VerifyFull.",
+    ),
+    (
+        "server does not support SSL",
+        "The server has TLS turned off: use ssl_mode Prefer or Disable, or enable ssl on the server.",
+    ),
+    (
+        "valid client certificate",
+        "This user logs in with a client certificate: set connection.ssl_cert and ssl_key (the certificate's CN "
+        "must be the user name).",
+    ),
+    (
+        "certificate authentication failed",
+        "The client certificate's CN does not match connection.user: use the user the certificate was issued to.",
+    ),
+    (
+        "pg_hba.conf rejects connection",
+        "A pg_hba.conf rule rejects this user, database or address: ask the server's administrator for an entry.",
+    ),
+)
+
+
 def _classify(exc: BaseException) -> SluiceError:
     if isinstance(exc, SluiceError):
         return exc
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    for hint, fix in _CONNECTION_FIXES:
+        if hint in text:
+            return ConfigError(text, fix=fix)
     if any(h in text for h in _PERMANENT_HINTS):
         if text.startswith("relation ") or text.startswith("schema ") or "column " in text:
             # An object vanished under the worker (dropped table, schema or column), not a login problem.
