@@ -12,6 +12,9 @@ Per batch (whole source transactions, or a chunk of one huge transaction inside 
   of the same key in the batch when there is one; otherwise a per-column mask (``_u``, '1' = unchanged) makes the
   merge keep the sink's value. Merge = ``DELETE ... USING`` + ``INSERT ... ON CONFLICT DO UPDATE`` + masked
   ``UPDATE ... FROM``.
+- an update that changes the key while keeping an unchanged TOAST value the batch does not hold is applied on its
+  own (:class:`Move`), after everything before it: only the sink's row under the old key has that value.
+- batches of at most ``small.SMALL_BATCH`` changes skip staging: one statement with parameters (``small.py``).
 - keyless tables (replica identity FULL, no primary key): there is no key to fold on, so changes are applied in
   order: runs of inserts as one COPY, each update/delete touching exactly one row that matches all old values
   (``ctid = (SELECT ctid ... LIMIT 1)``), which keeps duplicate rows' multiplicity right.
