@@ -3,7 +3,8 @@
 The source is a dedicated server (``tests/support/tls.py``) whose ``pg_hba.conf`` accepts TCP only over TLS
 (``hostssl``), refuses plaintext (``hostnossl ... reject``) and lets one role log in by client certificate alone.
 Its serving certificate, for 127.0.0.1 and localhost, is signed by a throw-away CA; a second, unrelated CA stands
-in for a wrong ``ssl_root_cert``. The sink is the session's ordinary (plaintext) sink server.
+in for a wrong ``ssl_root_cert``. The sink is the session's ordinary (plaintext) sink server, except in the last test,
+where the TLS server is the sink.
 
 Each successful case streams a snapshot and one insert end to end, then checks in ``pg_stat_ssl`` that the
 worker's own source sessions were encrypted (and, for the client certificate, with which identity). Each failing
@@ -274,3 +275,24 @@ def test_tls_misconfiguration_is_a_spec_error_not_retried(
     assert code == 2, worker.output_tail()
     assert err["error"] == "InvalidSpec", err
     assert not any(s.get("status") == "retry" for s in worker.statuses())
+
+
+def test_sink_over_tls_with_verify_full(
+    tls_pg: TlsPostgres, source_db: PgDatabase, run_worker: RunWorker, tmp_path: Path
+) -> None:
+    """The sink's connection takes the same TLS settings: a plaintext source into the TLS-only server."""
+    source_db.psql("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'one');")
+    name = tls_pg.instance.create_database(f"tls_sink_{uuid.uuid4().hex[:10]}")
+    sink = PgDatabase(tls_pg.instance, name)
+    try:
+        spec = connector_spec(source_db, sink)
+        spec["sink"]["postgres"]["connection"].update(ssl_mode="VerifyFull", ssl_root_cert=tls_pg.ca.cert_pem.decode())
+        worker = run_worker(write_connector_config(tmp_path / "sink-tls.yaml", spec))
+        stream_one_insert(worker, source_db, sink)
+        sessions = worker_sessions(tls_pg, spec["id"])
+        assert sessions, "the worker holds no session on the TLS sink"
+        assert all(ssl for _, ssl, _ in sessions), sessions
+        assert worker.stop() == 0
+    finally:
+        with contextlib.suppress(Exception):
+            tls_pg.instance.drop_database(name)
