@@ -225,6 +225,8 @@ class Engine:
         self.status = WorkerStatus(connector=connector.id, run_id=str(uuid.uuid4()))
         self._last_report = 0.0
         self._progress = False
+        #: keyless tables copied after the first snapshot -> their copy's position (see _copy_keyless)
+        self._floors: dict[str, int] = {}
 
     # ------------------------------------------------------------------ run / retry
 
@@ -413,6 +415,7 @@ class Engine:
             self.source.parallel_snapshots_enabled,
         )
         truncate_tables(self.snk, list(self.tables.values()))
+        self.state_store.forget_tables(self.snk, list(self.tables))  # floors of earlier copies too
         self.state_store.save(self.snk, state)
         self.state_store.save_plan(self.snk, chunks)
         self.snk.commit()
@@ -515,15 +518,17 @@ class Engine:
             return
         assert state is not None
         self._ensure_keys()
-        self._stream(max(state.applied_lsn, confirmed))
+        start = max(state.applied_lsn, confirmed)
+        self._floors = {t: lsn for t, lsn in self.state_store.load_floors(self.snk).items() if lsn > start}
+        self._stream(start)
 
     def _copy_added_tables(self) -> bool:
         """Copy tables selected since the first snapshot (and unfinished chunks of earlier such copies).
 
         They joined the publication during this start-up, so the stream carries their changes from that point on;
         copying them afterwards under a fresh snapshot with an upsert by key, then replaying the stream over the
-        copy, converges exactly. A keyless table cannot be upserted, so it is not copied (only its new changes
-        arrive) and its status says so. False when stopped before the copy finished.
+        copy, converges exactly. A keyless table cannot be upserted: :meth:`_copy_keyless` copies it at a known
+        position instead. False when stopped before the copy finished.
         """
         assert self.logical is not None
         if self.logical.skip_snapshots:
@@ -531,14 +536,16 @@ class Engine:
         plan = self.state_store.load_plan(self.snk)
         planned = {c.table_name for c in plan}
         added = [t for label, t in self.tables.items() if label not in planned]
-        for t in added:
-            if not t.key:
-                msg = (
-                    f"{t.label} was added after the initial snapshot and has no key, so its existing rows were not "
-                    "copied (only changes from now on arrive)"
-                )
-                log.warning("%s", msg)
-                self.status.tables[t.label].error = msg
+        floors = self.state_store.load_floors(self.snk)
+        # Keyless tables: new ones, and those whose copy was interrupted (a partial copy cannot be upserted).
+        keyless = [t for t in added if not t.key]
+        keyless += [
+            self.tables[label]
+            for label in sorted({c.table_name for c in plan if not c.done and c.table_name in floors})
+            if label in self.tables and self.tables[label] not in keyless
+        ]
+        if keyless and not self._copy_keyless(keyless):
+            return False
         added = [t for t in added if t.key]
         chunks: list[Any] = []
         if added:
@@ -556,6 +563,33 @@ class Engine:
         self._count_chunks(plan + chunks)
         self._set_state("snapshot")
         return self._run_copy(None, True, undone)
+
+    def _copy_keyless(self, tables: list[SinkTable]) -> bool:
+        """Copy keyless tables that joined after the first snapshot, exactly, without a key to upsert on.
+
+        A temporary slot exports a snapshot at its consistent point C: the copy holds every transaction that
+        committed before C. C is stored as the tables' floor, and the stream drops their changes from
+        transactions that committed before it (see :meth:`_table_changes`), so nothing arrives twice. The floor
+        commits together with the truncate and the plan; an interrupted copy starts over.
+        """
+        labels = [t.label for t in tables]
+        log.info("copying keyless tables added since the snapshot: %s", ", ".join(labels))
+        created = create_slot(self.src_kw, self.slot_name[:55] + "_tmpcopy", temporary=True)
+        try:
+            chunks = plan_chunks(
+                self.src, tables, self.settings.snapshot_max_buffer_rows, self.source.parallel_snapshots_enabled
+            )
+            truncate_tables(self.snk, tables)
+            self.state_store.forget_tables(self.snk, labels)
+            self.state_store.save_plan(self.snk, chunks, replace=False)
+            for label in labels:
+                self.state_store.save_floor(self.snk, label, created.consistent_point)
+            self.snk.commit()
+            self._count_chunks(self.state_store.load_plan(self.snk))
+            self._set_state("snapshot")
+            return self._copier(created.snapshot_name, upsert=False).run(chunks)
+        finally:
+            created.release()
 
     # ------------------------------------------------------------------ streaming
 
@@ -608,6 +642,7 @@ class Engine:
         self._spills: dict[int, _Spill] = {}
         self._speculating: _Spill | None = None  # a streamed transaction applied ahead of its commit
         self._stream_xid: int | None = None
+        self._tx_lsn = 0  # commit position of the transaction being read
         self._type_cache: dict[tuple[int, int], str] = {}
         interval = self.settings.cdc_flush_interval_ms / 1000.0
         last_feedback = time.monotonic()
@@ -801,8 +836,8 @@ class Engine:
         table = self.by_source.get((rel.namespace, rel.name))
         if table is None:
             return True
-        if not table.key:
-            return False
+        if not table.key or table.label in self._floors:
+            return False  # decided at the commit (its position is not known before)
         names = [c.name for c in rel.columns]
         sink_names = table.column_names
         positions = None if names == sink_names else [names.index(n) for n in sink_names]
@@ -916,6 +951,7 @@ class Engine:
         if self._speculating is not None and self._speculating is not spill:
             self._abandon_speculation()  # another transaction needs the sink first
         self._in_tx = True
+        self._tx_lsn = commit_lsn
         # Already in the sink: a transaction whose commit record lies before the stored position.
         self._skip_tx = commit_lsn < self.applied_lsn
 
@@ -941,7 +977,7 @@ class Engine:
             for oid in msg.relation_oids:
                 rel = self._decoder.relations.get(oid)
                 table = self.by_source.get((rel.namespace, rel.name)) if rel else None
-                if table is not None:
+                if table is not None and not self._below_floor(table):
                     targets.append(table)
             self._applier.sync()
             truncate_tables(self.snk, targets)
@@ -1025,7 +1061,7 @@ class Engine:
         if rel is None:
             raise ReplicationError(f"change for unknown relation oid {oid} (no Relation message seen)")
         table = self.by_source.get((rel.namespace, rel.name))
-        if table is None:
+        if table is None or self._below_floor(table):
             return None
         names = [c.name for c in rel.columns]
         sink_names = table.column_names
@@ -1033,6 +1069,11 @@ class Engine:
         tc = TableChanges(table=table, positions=positions)
         self._pending[oid] = tc
         return tc
+
+    def _below_floor(self, table: SinkTable) -> bool:
+        """Whether the current transaction is already in the copy of a keyless table added later."""
+        floor = self._floors.get(table.label)
+        return floor is not None and self._tx_lsn < floor
 
     def _commit_batch(self, stream: ReplicationStream) -> None:
         if not self._batch_end:

@@ -5,6 +5,8 @@ in one transaction, so after any crash the sink says precisely which source tran
 
 ``sluice.connector_state``: one row per connector (phase, slot, the snapshot's consistent point, the applied LSN).
 ``sluice.snapshot_chunks``: the snapshot plan (one row per chunk of each table) and which chunks are done.
+``sluice.table_floors``: for a keyless table copied after the first snapshot, the position of its copy's snapshot:
+the stream's changes to it from transactions that committed before that position are already in the copy.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ _DDL = [
         done boolean NOT NULL DEFAULT false,
         rows bigint,
         PRIMARY KEY (connector_id, table_name, chunk_no))""",
+    """CREATE TABLE IF NOT EXISTS sluice.table_floors (
+        connector_id text NOT NULL,
+        table_name text NOT NULL,
+        floor_lsn pg_lsn NOT NULL,
+        PRIMARY KEY (connector_id, table_name))""",
 ]
 
 
@@ -103,6 +110,7 @@ class StateStore:
         )
 
     def clear(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute("DELETE FROM sluice.table_floors WHERE connector_id = %s", (self.connector_id,))
         conn.execute("DELETE FROM sluice.snapshot_chunks WHERE connector_id = %s", (self.connector_id,))
         conn.execute("DELETE FROM sluice.connector_state WHERE connector_id = %s", (self.connector_id,))
 
@@ -115,6 +123,25 @@ class StateStore:
         ) as copy:
             for c in chunks:
                 copy.write_row((self.connector_id, c.table_name, c.chunk_no, c.source_table, c.lo_page, c.hi_page))
+
+    def forget_tables(self, conn: psycopg.Connection[Any], tables: list[str]) -> None:
+        """Drop the plan rows and floors of ``tables`` (sink labels) before they are copied again."""
+        for stmt in ("DELETE FROM sluice.snapshot_chunks", "DELETE FROM sluice.table_floors"):
+            conn.execute(stmt + " WHERE connector_id = %s AND table_name = ANY(%s)", (self.connector_id, tables))
+
+    def save_floor(self, conn: psycopg.Connection[Any], table: str, lsn: int) -> None:
+        conn.execute(
+            "INSERT INTO sluice.table_floors (connector_id, table_name, floor_lsn) VALUES (%s, %s, %s::pg_lsn) "
+            "ON CONFLICT (connector_id, table_name) DO UPDATE SET floor_lsn = EXCLUDED.floor_lsn",
+            (self.connector_id, table, format_lsn(lsn)),
+        )
+
+    def load_floors(self, conn: psycopg.Connection[Any]) -> dict[str, int]:
+        rows = conn.execute(
+            "SELECT table_name, floor_lsn::text FROM sluice.table_floors WHERE connector_id = %s",
+            (self.connector_id,),
+        ).fetchall()
+        return {r[0]: parse_lsn(r[1]) for r in rows}
 
     def load_plan(self, conn: psycopg.Connection[Any]) -> list[Chunk]:
         rows = conn.execute(

@@ -41,10 +41,12 @@ class CreatedSlot:
             self.connection.close()
 
 
-def create_slot(source_kwargs: dict[str, Any], name: str) -> CreatedSlot:
+def create_slot(source_kwargs: dict[str, Any], name: str, *, temporary: bool = False) -> CreatedSlot:
+    """``temporary``: the slot exists only for its exported snapshot and vanishes with the connection."""
     conn = psycopg2.connect(connection_factory=psycopg2.extras.LogicalReplicationConnection, **source_kwargs)
     cur = conn.cursor()
-    cur.execute(f"CREATE_REPLICATION_SLOT {name} LOGICAL pgoutput (SNAPSHOT 'export')")
+    kind = "TEMPORARY LOGICAL" if temporary else "LOGICAL"
+    cur.execute(f"CREATE_REPLICATION_SLOT {name} {kind} pgoutput (SNAPSHOT 'export')")
     row = cur.fetchone()
     assert row is not None
     return CreatedSlot(name=name, consistent_point=parse_lsn(row[1]), snapshot_name=row[2], connection=conn)
