@@ -30,8 +30,8 @@ test: deps ## Install what the tests need, then run every test (unit, integratio
 deps: system-deps venv k8s-binaries ## Everything a fresh machine needs (idempotent; fast when already done)
 
 .PHONY: system-deps
-system-deps: ## PostgreSQL and pgcopydb from Debian packages (as root, or with sudo)
-	bash hack/install-system-deps.sh
+system-deps: ## PostgreSQL, pgcopydb, gcc and Python headers from Debian packages (as root, or with sudo)
+	PYTHON=$(PYTHON) bash hack/install-system-deps.sh
 
 .PHONY: venv
 venv: $(VENV)/.installed ## Python virtualenv with sluice and its dev tools

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install the system packages the tests and the benchmark need, from Debian: the PostgreSQL server and client
 # tools (initdb, pg_ctl, psql, pgbench) and pgcopydb (a benchmark peer). `runuser` (util-linux) lets a root test
-# session start PostgreSQL as the `postgres` OS user, which the server package creates. gcc compiles the worker's
-# optional C speedup (sluice._speedups) when pip installs the package.
+# session start PostgreSQL as the `postgres` OS user, which the server package creates. gcc and the Python headers
+# compile the worker's optional C speedup (sluice._speedups) when pip installs the package.
 #
 # Idempotent: installs only what is missing, runs `apt-get update` at most once and only when something must be
 # installed. Works as root, or through sudo when not root. Prints what it does.
@@ -16,6 +16,7 @@ declare -A WANT=(
   [pgcopydb]=pgcopydb
   [runuser]=util-linux
   [gcc]=gcc
+  [Python.h]=python3-dev
 )
 
 have_initdb() {
@@ -26,6 +27,9 @@ have() {
   case "$1" in
     initdb) have_initdb ;;
     pgbench) compgen -G "/usr/lib/postgresql/*/bin/pgbench" >/dev/null || command -v pgbench >/dev/null ;;
+    # the headers of the interpreter that builds the venv (a pyenv or other own build ships them itself)
+    Python.h) "${PYTHON:-python3}" -c 'import os, sysconfig, sys
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' ;;
     *) command -v "$1" >/dev/null ;;
   esac
 }
