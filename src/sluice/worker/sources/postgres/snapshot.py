@@ -78,13 +78,16 @@ class _ToCopy(io.RawIOBase):
 
     def __init__(self, copy: psycopg.Copy) -> None:
         self.copy = copy
+        #: set when the copy failed: the writer's final flush (also at garbage collection) must not send more
+        self.failed = False
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
         n = len(data)
-        self.copy.write(bytes(data))  # the buffer is reused as soon as this returns
+        if not self.failed:
+            self.copy.write(bytes(data))  # the buffer is reused as soon as this returns
         return n
 
 
@@ -190,9 +193,14 @@ class SnapshotCopier:
             copy_in = sql.SQL("COPY {t} ({c}) FROM STDIN {f}").format(t=into, c=cols, f=fmt)
             with snk.cursor() as out_cur:
                 with out_cur.copy(copy_in) as cout, src.cursor() as in_cur:
-                    forward = io.BufferedWriter(_ToCopy(cout), buffer_size=_COPY_BUFFER)
-                    in_cur.copy_expert(copy_out.as_string(snk), forward)
-                    forward.flush()
+                    raw = _ToCopy(cout)
+                    forward = io.BufferedWriter(raw, buffer_size=_COPY_BUFFER)
+                    try:
+                        in_cur.copy_expert(copy_out.as_string(snk), forward)
+                        forward.flush()
+                    except BaseException:
+                        raw.failed = True
+                        raise
                 rows = max(out_cur.rowcount, 0)
             if self.upsert:
                 non_key = [c for c in table.column_names if c not in table.key]
