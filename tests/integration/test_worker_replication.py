@@ -246,8 +246,17 @@ def test_schema_changes_applied_when_allowed(
         "ALTER TABLE s ALTER COLUMN c DROP NOT NULL; INSERT INTO s (id, a, c) VALUES (1000, 1, NULL);"
     )
     wait_tables_equal(source_db, sink_db, {"s": ("id",)})
+    # Small batches (one statement each, cached per table shape) before and after a change of the same table.
+    for step in (
+        "UPDATE s SET a = a + 1 WHERE id = 1; INSERT INTO s (id, a) VALUES (2000, 5);",
+        "ALTER TABLE s ADD COLUMN e text; UPDATE s SET a = a + 1, e = 'new' WHERE id = 1;"
+        "INSERT INTO s (id, a, e) VALUES (2001, 6, 'e');",
+        "ALTER TABLE s ALTER COLUMN d TYPE numeric(12, 4); UPDATE s SET d = 1.2345 WHERE id = 2;",
+    ):
+        source_db.psql(step)
+        wait_tables_equal(source_db, sink_db, {"s": ("id",)})
     types = sink_types(sink_db, "public", "s")
-    assert types == {"id": "integer", "a": "bigint", "c": "integer", "d": "numeric(10,3)"}
+    assert types == {"id": "integer", "a": "bigint", "c": "integer", "d": "numeric(12,4)", "e": "text"}
     assert worker.stop() == 0
 
 

@@ -31,6 +31,7 @@ from psycopg import sql
 
 from sluice.worker.sinks.postgres.copytext import encode_copy_row, tuple_copy_line
 from sluice.worker.sinks.postgres.ddl import SinkTable
+from sluice.worker.sinks.postgres.mergesql import key_match, masked_sets, on_conflict, shape
 from sluice.worker.sinks.postgres.small import SMALL_BATCH, apply_small
 from sluice.worker.sources.postgres.pgoutput import UNCHANGED, TupleValue, decode_tuple
 
@@ -78,7 +79,6 @@ class TableChanges:
     def __post_init__(self) -> None:
         names = self.table.column_names
         self.key_pos = [names.index(k) for k in self.table.key]
-        self._single = self.key_pos[0] if len(self.key_pos) == 1 else -1
 
     def _map(self, values: Row) -> Row:
         pos = self.positions
@@ -97,37 +97,27 @@ class TableChanges:
             self.insert(decode_tuple(buf, pos))
 
     def insert(self, new: Row) -> None:
-        pos = self.positions
-        row = new if pos is None else tuple(new[i] for i in pos)
+        row = self._map(new)
         self.count += 1
         if not self.keyed and not self.keyless:
             # Nothing else of this table pending: no key can repeat within the run, so nothing to fold.
             self.direct.append(encode_copy_row(row) + b"\n")
             return
-        single = self._single
-        if single >= 0:
-            key = row[single]
-        elif self.key_pos:
-            key = self._key(row)
-        else:
+        if not self.key_pos:
             self.keyless.append(("I", None, row))
             return
+        key = self._key(row)
         keyed = self.keyed
         # 'I': first sight of this key in the batch, most likely new to the sink (cheaper plain INSERT path).
         keyed[key] = (b"I" if key not in keyed else b"U", row)
 
     def update(self, old: Row | None, new: Row) -> None:
-        pos = self.positions
-        row = new if pos is None else tuple(new[i] for i in pos)
+        row = self._map(new)
         self.count += 1
-        single = self._single
-        if single >= 0:
-            key = row[single]
-        elif self.key_pos:
-            key = self._key(row)
-        else:
+        if not self.key_pos:
             self.keyless.append(("U", self._map(old) if old is not None else None, row))
             return
+        key = self._key(row)
         keyed = self.keyed
         moved_from = None
         if old is not None:
@@ -195,51 +185,39 @@ class _Statements:
         self.copy_stage = sql.SQL("COPY {s} ({c}, _op, _u) FROM STDIN").format(s=self.stage, c=col_list)
         self.truncate_stage = sql.SQL("TRUNCATE {}").format(self.stage)
         self.delete_stage = sql.SQL("DELETE FROM {}").format(self.stage)
-        key_match = sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=ident(k)) for k in table.key)
+        match = key_match(table)
         self.delete = sql.SQL("DELETE FROM {t} t USING {s} s WHERE s._op = 'D' AND {m}").format(
-            t=t, s=self.stage, m=key_match
+            t=t, s=self.stage, m=match
         )
-        non_key = [c for c in cols if c not in table.key]
-        conflict = sql.SQL(", ").join(map(ident, table.key))
-        if non_key:
-            action = sql.SQL("DO UPDATE SET {}").format(
-                sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=ident(c)) for c in non_key)
-            )
-        else:
-            action = sql.Composed([sql.SQL("DO NOTHING")])
-        self.upsert = sql.SQL(
-            "INSERT INTO {t} ({c}) SELECT {c} FROM {s} WHERE _op = 'U' AND _u IS NULL ON CONFLICT ({k}) {a}"
-        ).format(t=t, c=col_list, s=self.stage, k=conflict, a=action)
+        conflict = on_conflict(table)
+        self.upsert = sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} WHERE _op = 'U' AND _u IS NULL {a}").format(
+            t=t, c=col_list, s=self.stage, a=conflict
+        )
         # Rows inserted at the source are new to the sink unless a batch is replayed: a plain INSERT (about 3x
         # cheaper than ON CONFLICT's speculative insertion) inside a savepoint, and the upsert only if it hit a
         # key the sink already has. No join, so no plan can go quadratic on a freshly truncated table.
         self.insert_new = sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} WHERE _op = 'I'").format(
             t=t, c=col_list, s=self.stage
         )
-        self.insert_upsert = sql.SQL(
-            "INSERT INTO {t} ({c}) SELECT {c} FROM {s} WHERE _op = 'I' ON CONFLICT ({k}) {a}"
-        ).format(t=t, c=col_list, s=self.stage, k=conflict, a=action)
-        sets = [
-            sql.SQL("{c} = CASE WHEN substr(s._u, {i}, 1) = '1' THEN t.{c} ELSE s.{c} END").format(
-                c=ident(c), i=sql.Literal(cols.index(c) + 1)
-            )
-            for c in non_key
-        ]
+        self.insert_upsert = sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} WHERE _op = 'I' {a}").format(
+            t=t, c=col_list, s=self.stage, a=conflict
+        )
+        sets = masked_sets(table)
         self.masked_update = (
             sql.SQL("UPDATE {t} t SET {sets} FROM {s} s WHERE s._op = 'U' AND s._u IS NOT NULL AND {m}").format(
-                t=t, sets=sql.SQL(", ").join(sets), s=self.stage, m=key_match
+                t=t, sets=sets, s=self.stage, m=match
             )
-            if sets
+            if sets is not None
             else None
         )
         self.copy_target = sql.SQL("COPY {t} ({c}) FROM STDIN").format(t=t, c=col_list)
 
 
-_STATEMENTS: dict[tuple[int, str, str, tuple[str, ...], tuple[str, ...]], _Statements] = {}
+_STATEMENTS: dict[tuple[object, ...], _Statements] = {}
 
 
 def _statements(table: SinkTable) -> _Statements:
-    cache_key = (id(table), table.schema, table.name, tuple(table.column_names), tuple(table.key))
+    cache_key = shape(table)
     st = _STATEMENTS.get(cache_key)
     if st is None:
         st = _Statements(table, f"sluice_stage_{len(_STATEMENTS)}")
@@ -412,16 +390,22 @@ def apply_encoded(conn: psycopg.Connection[Any], enc: EncodedChanges) -> int:
     return enc.count
 
 
-def apply_move(conn: psycopg.Connection[Any], move: Move) -> int:
-    """UPDATE the row found by the old key; unchanged-TOAST columns keep the sink's values. Returns rows moved."""
-    table = move.table
+def _set_values(table: SinkTable, new: Row) -> tuple[sql.Composed, list[Any]]:
+    """``col = %s::type, ...`` for every column of ``new`` but its unchanged-TOAST ones, and the parameters."""
     sets: list[sql.Composable] = []
     params: list[Any] = []
-    for col, v in zip(table.columns, move.new, strict=True):
+    for col, v in zip(table.columns, new, strict=True):
         if v is UNCHANGED:
             continue
         sets.append(sql.SQL("{} = %s::{}").format(sql.Identifier(col.name), sql.SQL(col.type_sql)))
         params.append(None if v is None else bytes(v).decode())  # type: ignore[arg-type]
+    return sql.SQL(", ").join(sets), params
+
+
+def apply_move(conn: psycopg.Connection[Any], move: Move) -> int:
+    """UPDATE the row found by the old key; unchanged-TOAST columns keep the sink's values. Returns rows moved."""
+    table = move.table
+    sets, params = _set_values(table, move.new)
     where: list[sql.Composable] = []
     by_name = {c.name: (i, c) for i, c in enumerate(table.columns)}
     for k in table.key:
@@ -429,9 +413,7 @@ def apply_move(conn: psycopg.Connection[Any], move: Move) -> int:
         where.append(sql.SQL("{} = %s::{}").format(sql.Identifier(k), sql.SQL(col.type_sql)))
         params.append(bytes(move.old[i]).decode())  # type: ignore[arg-type]
     cur = conn.execute(
-        sql.SQL("UPDATE {t} SET {s} WHERE {w}").format(
-            t=table.ident, s=sql.SQL(", ").join(sets), w=sql.SQL(" AND ").join(where)
-        ),
+        sql.SQL("UPDATE {t} SET {s} WHERE {w}").format(t=table.ident, s=sets, w=sql.SQL(" AND ").join(where)),
         params,
     )
     if cur.rowcount == 0:
@@ -494,16 +476,10 @@ def _apply_keyless(conn: psycopg.Connection[Any], changes: TableChanges, st: _St
                 )
             else:
                 assert new is not None
-                sets = []
-                set_params: list[Any] = []
-                for col, v in zip(table.columns, new, strict=True):
-                    if v is UNCHANGED:
-                        continue
-                    sets.append(sql.SQL("{} = %s::{}").format(sql.Identifier(col.name), sql.SQL(col.type_sql)))
-                    set_params.append(None if v is None else bytes(v).decode())  # type: ignore[arg-type]
+                sets, set_params = _set_values(table, new)
                 cur.execute(
                     sql.SQL("UPDATE {t} SET {s} WHERE ctid = (SELECT ctid FROM {t} WHERE {w} LIMIT 1)").format(
-                        t=table.ident, s=sql.SQL(", ").join(sets), w=where
+                        t=table.ident, s=sets, w=where
                     ),
                     set_params + params,
                 )

@@ -8,7 +8,7 @@ folded, so each key appears once; the CTEs share one snapshot and never touch th
 inserts that came first (see ``apply.py``) is one ``INSERT ... VALUES ... ON CONFLICT`` before it: the masked
 update of a key inserted in the same batch must see that row.
 
-Statement texts depend only on the table and the number of rows, so psycopg prepares the frequent ones.
+Statement texts depend only on the table's shape and the number of rows, so psycopg prepares the frequent ones.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from psycopg import sql
 
 from sluice.worker.sinks.postgres.copytext import decode_copy_line
 from sluice.worker.sinks.postgres.ddl import SinkTable
+from sluice.worker.sinks.postgres.mergesql import key_match, masked_sets, on_conflict, shape
 from sluice.worker.sources.postgres.pgoutput import UNCHANGED, TupleValue
 
 __all__ = ["SMALL_BATCH", "apply_small"]
@@ -27,7 +28,7 @@ __all__ = ["SMALL_BATCH", "apply_small"]
 #: batches of at most this many changes take this path
 SMALL_BATCH = 32
 
-_CACHE: dict[tuple[int, str, int, int], sql.Composed] = {}
+_CACHE: dict[tuple[object, ...], sql.Composed] = {}
 
 
 def _text(v: TupleValue) -> str | None:
@@ -40,28 +41,15 @@ def _values(table: SinkTable, rows: int, extra: int) -> sql.Composed:
     return sql.SQL(", ").join([one] * rows)
 
 
-def _conflict(table: SinkTable) -> sql.Composed:
-    ident = sql.Identifier
-    non_key = [c for c in table.column_names if c not in table.key]
-    action: sql.Composable = (
-        sql.SQL("DO UPDATE SET {}").format(
-            sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=ident(c)) for c in non_key)
-        )
-        if non_key
-        else sql.SQL("DO NOTHING")
-    )
-    return sql.SQL("ON CONFLICT ({}) {}").format(sql.SQL(", ").join(map(ident, table.key)), action)
-
-
 def _insert_statement(table: SinkTable, rows: int) -> sql.Composed:
-    key = (id(table), "insert", rows, 0)
+    key = (*shape(table), "insert", rows, 0)
     stmt = _CACHE.get(key)
     if stmt is None:
         stmt = sql.SQL("INSERT INTO {t} ({c}) VALUES {v} {a}").format(
             t=table.ident,
             c=sql.SQL(", ").join(map(sql.Identifier, table.column_names)),
             v=_values(table, rows, 0),
-            a=_conflict(table),
+            a=on_conflict(table),
         )
         _CACHE[key] = stmt
     return stmt
@@ -71,27 +59,21 @@ _DELETE, _MASKED, _UPSERT = 1, 2, 4
 
 
 def _merge_statement(table: SinkTable, rows: int, parts: int) -> sql.Composed:
-    key = (id(table), "merge", rows, parts)
+    key = (*shape(table), "merge", rows, parts)
     stmt = _CACHE.get(key)
     if stmt is not None:
         return stmt
     ident = sql.Identifier
     cols = table.column_names
     col_list = sql.SQL(", ").join(map(ident, cols))
-    match = sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=ident(k)) for k in table.key)
+    match = key_match(table)
     ctes = [sql.SQL("s ({c}, _op, _u) AS (VALUES {v})").format(c=col_list, v=_values(table, rows, 2))]
     if parts & _DELETE:
         ctes.append(
             sql.SQL("d AS (DELETE FROM {t} t USING s WHERE s._op = 'D' AND {m})").format(t=table.ident, m=match)
         )
-    non_key = [c for c in cols if c not in table.key]
-    if parts & _MASKED and non_key:
-        sets = sql.SQL(", ").join(
-            sql.SQL("{c} = CASE WHEN substr(s._u, {i}, 1) = '1' THEN t.{c} ELSE s.{c} END").format(
-                c=ident(c), i=sql.Literal(cols.index(c) + 1)
-            )
-            for c in non_key
-        )
+    sets = masked_sets(table)
+    if parts & _MASKED and sets is not None:
         ctes.append(
             sql.SQL("m AS (UPDATE {t} t SET {s} FROM s WHERE s._op <> 'D' AND s._u IS NOT NULL AND {m})").format(
                 t=table.ident, s=sets, m=match
@@ -100,7 +82,7 @@ def _merge_statement(table: SinkTable, rows: int, parts: int) -> sql.Composed:
     if parts & _UPSERT:
         ctes.append(
             sql.SQL("u AS (INSERT INTO {t} ({c}) SELECT {c} FROM s WHERE s._op <> 'D' AND s._u IS NULL {a})").format(
-                t=table.ident, c=col_list, a=_conflict(table)
+                t=table.ident, c=col_list, a=on_conflict(table)
             )
         )
     stmt = sql.SQL("WITH {} SELECT 1").format(sql.SQL(", ").join(ctes))
