@@ -136,7 +136,12 @@ def _slug(text: str) -> str:
 @pytest.fixture
 def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
     """A namespace of this test's own, ready for pods (its ``default`` ServiceAccount exists)."""
-    name = f"t-{_slug(request.node.name)}-{secrets.token_hex(3)}"
+    yield from own_namespace(control_plane, request, "t")
+
+
+def own_namespace(control_plane: ControlPlane, request: pytest.FixtureRequest, prefix: str) -> Iterator[str]:
+    """Body of a ``namespace`` fixture: ``<prefix>-<test name>-<random>``, deleted in the background afterwards."""
+    name = f"{prefix}-{_slug(request.node.name)}-{secrets.token_hex(3)}"
     control_plane.kubectl("create", "namespace", name)
     poll(
         lambda: control_plane.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,

@@ -25,7 +25,7 @@ import pytest
 from sluice.devstack import ControlPlane
 from sluice.devstack.processes import tail
 from sluice.devstack.processnode import ProcessNode
-from tests.support.cluster import poll
+from tests.support.cluster import own_namespace, poll
 from tests.support.pg import PgDatabase, connector_spec
 
 NAMESPACE_GLOB = "op-*"
@@ -34,18 +34,7 @@ NAMESPACE_GLOB = "op-*"
 def operator_namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
     """Body of the ``namespace`` override in operator test modules: like the session-wide fixture, but named
     ``op-...`` so that the test operator (``--namespace op-*``) watches it."""
-    import re
-    import secrets
-
-    slug = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"op-{slug}-{secrets.token_hex(3)}"
-    control_plane.kubectl("create", "namespace", name)
-    poll(
-        lambda: control_plane.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
-        message=f"ServiceAccount {name}/default",
-    )
-    yield name
-    control_plane.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+    yield from own_namespace(control_plane, request, "op")
 
 
 @dataclass
