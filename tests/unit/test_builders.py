@@ -137,3 +137,16 @@ def test_long_ids_give_valid_child_names() -> None:
     name = naming.statefulset_name(long_id)
     assert len(name) <= 52 and name.endswith("-worker")
     assert naming.statefulset_name("b" * 63) != naming.statefulset_name("a" * 63)
+
+
+def test_worker_writes_only_to_its_spill_volume() -> None:
+    sts = builders.statefulset(CONNECTOR, builders.WorkerSettings(spill_size_limit="3Gi"), replicas=1, run_id="r")
+    pod = sts["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    (spill,) = [v for v in pod["volumes"] if v["name"] == "spill"]
+    assert spill == {"name": "spill", "emptyDir": {"sizeLimit": "3Gi"}}
+    writable = [m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")]
+    assert writable == [builders.SPILL_MOUNT]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SLUICE_SPILL_DIR"] == env["TMPDIR"] == builders.SPILL_MOUNT

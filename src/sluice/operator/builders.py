@@ -13,7 +13,9 @@ Children of a Connector ``<c>`` (all owned by it, so deleting the Connector garb
   the process environment.
 - ServiceAccount + Role + RoleBinding ``<c>-worker``: the Role names the one Connector in ``resourceNames``,
   so a worker can read its own spec and patch its own status and nothing else.
-- StatefulSet ``<c>-worker`` with at most one replica, running ``sluice worker``.
+- StatefulSet ``<c>-worker`` with at most one replica, running ``sluice worker``. Its root filesystem is
+  read-only; the one writable place is the ``spill`` emptyDir at ``/var/spill/sluice`` (``SLUICE_SPILL_DIR`` and
+  ``TMPDIR`` point there), where large streamed transactions are spilled.
 
 Why a StatefulSet and not a Deployment: a replication slot tolerates exactly one consumer. A Deployment's rolling
 update starts the new pod before the old one is gone, and after a node failure its ReplicaSet creates a replacement
@@ -42,6 +44,8 @@ __all__ = [
     "CONFIG_KEY",
     "CONFIG_MOUNT",
     "SECRETS_MOUNT",
+    "SPILL_MOUNT",
+    "SPILL_SIZE_LIMIT",
     "WorkerSettings",
     "config_hash",
     "config_secret",
@@ -59,6 +63,11 @@ JsonObj = dict[str, Any]
 CONFIG_KEY = "connector.yaml"
 CONFIG_MOUNT = "/etc/sluice"
 SECRETS_MOUNT = "/var/run/secrets/sluice"
+#: Where the ``spill`` emptyDir is mounted in the worker: the only writable directory under a read-only root.
+SPILL_MOUNT = "/var/spill/sluice"
+#: Default ``sizeLimit`` of the spill volume: room for the largest streamed transactions in flight (each is spilled
+#: whole until its commit). The kubelet evicts a pod whose emptyDir grows past it.
+SPILL_SIZE_LIMIT = "10Gi"
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,8 @@ class WorkerSettings:
     """Container resources."""
     extra_env: tuple[tuple[str, str], ...] = ()
     """Additional plain env vars for every worker (name, value)."""
+    spill_size_limit: str = SPILL_SIZE_LIMIT
+    """``sizeLimit`` of the worker's ``spill`` emptyDir (a Kubernetes quantity)."""
 
 
 def _meta(cr: JsonObj) -> tuple[str, str]:
@@ -220,6 +231,9 @@ def _env(cr: JsonObj, settings: WorkerSettings, run_id: str) -> list[JsonObj]:
         {"name": "SLUICE_METRICS_PORT", "value": str(settings.metrics_port)},
         {"name": "SLUICE_LOG_FORMAT", "value": settings.log_format},
         {"name": "SLUICE_SECRETS_DIR", "value": SECRETS_MOUNT},
+        # Spill files, and any other temporary file, go to the spill volume: the root filesystem is read-only.
+        {"name": "SLUICE_SPILL_DIR", "value": SPILL_MOUNT},
+        {"name": "TMPDIR", "value": SPILL_MOUNT},
     ]
     if (cr.get("spec") or {}).get("schedule"):
         # One run per tick: the worker waits after "complete" until the operator scales it to 0.
@@ -266,7 +280,10 @@ def statefulset(
         "command": list(settings.command),
         "args": ["worker", "--config", f"{CONFIG_MOUNT}/{CONFIG_KEY}"],
         "env": _env(cr, settings, run_id),
-        "volumeMounts": [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True}],
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+            {"name": "spill", "mountPath": SPILL_MOUNT},
+        ],
         "resources": settings.resources,
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -274,7 +291,10 @@ def statefulset(
             "capabilities": {"drop": ["ALL"]},
         },
     }
-    volumes: list[JsonObj] = [{"name": "config", "secret": {"secretName": naming.config_secret_name(connector)}}]
+    volumes: list[JsonObj] = [
+        {"name": "config", "secret": {"secretName": naming.config_secret_name(connector)}},
+        {"name": "spill", "emptyDir": {"sizeLimit": settings.spill_size_limit}},
+    ]
     credentials = _credentials_volume(cr)
     if credentials is not None:
         volumes.append(credentials)
