@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sluice.worker.sinks.postgres.apply import DIRECT, TableChanges, encode_copy_row, encode_table_changes
+from sluice.worker.fastpath.apply import DIRECT, TableChanges, encode_copy_row, encode_table_changes
 from sluice.worker.sinks.postgres.ddl import SinkTable
 from sluice.worker.sources.postgres.pgoutput import UNCHANGED
 from sluice.worker.sources.postgres.tables import SourceColumn, SourceTable

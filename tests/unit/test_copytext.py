@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
-from sluice.worker.sinks.postgres import copytext
-from sluice.worker.sinks.postgres.copytext import decode_copy_line, encode_copy_row, py_tuple_copy_line
+from sluice.worker.fastpath import copytext
+from sluice.worker.fastpath.copytext import decode_copy_line, encode_copy_row, py_tuple_copy_line
 from sluice.worker.sources.postgres.pgoutput import decode_tuple
 
 IMPLEMENTATIONS = [pytest.param(py_tuple_copy_line, id="python")]

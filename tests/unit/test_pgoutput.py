@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from sluice.worker.lsn import format_lsn, parse_lsn
+from sluice.worker.positions import format_lsn, parse_lsn
 from sluice.worker.sources.postgres import pgoutput as po
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from sluice.worker.sources.postgres.tables import SourceColumn, SourceTable, UserType
+from sluice.worker.drivers.postgres.catalog import SourceColumn, SourceTable, UserType
 
 __all__ = ["SinkTable", "ensure_key", "ensure_schema", "ensure_table", "ensure_types", "sink_columns"]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from sluice.worker.lsn import format_lsn, parse_lsn
+from sluice.worker.positions import format_lsn, parse_lsn
 
 __all__ = ["Chunk", "ConnectorState", "StateStore"]
 

@@ -18,7 +18,7 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
-from sluice.worker.lsn import parse_lsn
+from sluice.worker.positions import parse_lsn
 
 __all__ = ["CreatedSlot", "create_slot", "drop_slot", "slot_name_for", "slot_position"]
 

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 
-from sluice.worker.lsn import format_lsn
+from sluice.worker.positions import format_lsn
 
 __all__ = ["ReplicationStream"]
 

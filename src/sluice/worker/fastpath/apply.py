@@ -29,10 +29,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from sluice.worker.sinks.postgres.copytext import encode_copy_row, tuple_copy_line
+from sluice.worker.fastpath.copytext import encode_copy_row, tuple_copy_line
+from sluice.worker.fastpath.small import SMALL_BATCH, apply_small
 from sluice.worker.sinks.postgres.ddl import SinkTable
 from sluice.worker.sinks.postgres.mergesql import key_match, masked_sets, on_conflict, shape
-from sluice.worker.sinks.postgres.small import SMALL_BATCH, apply_small
 from sluice.worker.sources.postgres.pgoutput import UNCHANGED, TupleValue, decode_tuple
 
 __all__ = [

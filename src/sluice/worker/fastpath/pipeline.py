@@ -34,15 +34,16 @@ from psycopg import sql
 from sluice.errors import ConfigError, ErrorDetail, ReplicationError, SchemaChangeError, SluiceError, TransientError
 from sluice.models import Connector
 from sluice.worker.config import WorkerSettings, settings_for
-from sluice.worker.lsn import format_lsn, parse_lsn
-from sluice.worker.sinks.postgres.applier import Applier
-from sluice.worker.sinks.postgres.apply import (
+from sluice.worker.fastpath.applier import Applier
+from sluice.worker.fastpath.apply import (
     EncodedChanges,
     TableChanges,
     encode_table_changes,
     forget_stages,
     truncate_tables,
 )
+from sluice.worker.fastpath.snapshot import SnapshotCopier, plan_chunks
+from sluice.worker.positions import format_lsn, parse_lsn
 from sluice.worker.sinks.postgres.ddl import SinkTable, ensure_key, ensure_table, ensure_types, sink_columns
 from sluice.worker.sinks.postgres.state import ConnectorState, StateStore
 from sluice.worker.sources.postgres import pgoutput as po
@@ -50,7 +51,6 @@ from sluice.worker.sources.postgres.connection import conninfo_kwargs, pool_size
 from sluice.worker.sources.postgres.preflight import preflight
 from sluice.worker.sources.postgres.publication import ensure_publication, publication_name_for, publication_tables
 from sluice.worker.sources.postgres.slot import create_slot, drop_slot, slot_name_for, slot_position
-from sluice.worker.sources.postgres.snapshot import SnapshotCopier, plan_chunks
 from sluice.worker.sources.postgres.stream import ReplicationStream
 from sluice.worker.sources.postgres.tables import SourceColumn, discover_tables, excluded_columns, load_user_types
 from sluice.worker.status import StatusReporter, TableProgress, WorkerStatus

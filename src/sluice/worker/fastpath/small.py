@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from sluice.worker.sinks.postgres.copytext import decode_copy_line
+from sluice.worker.fastpath.copytext import decode_copy_line
 from sluice.worker.sinks.postgres.ddl import SinkTable
 from sluice.worker.sinks.postgres.mergesql import key_match, masked_sets, on_conflict, shape
 from sluice.worker.sources.postgres.pgoutput import UNCHANGED, TupleValue

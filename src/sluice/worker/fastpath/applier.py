@@ -16,8 +16,7 @@ from typing import Any
 
 import psycopg
 
-from sluice.worker.lsn import parse_lsn
-from sluice.worker.sinks.postgres.apply import (
+from sluice.worker.fastpath.apply import (
     EncodedChanges,
     Move,
     TableChanges,
@@ -25,6 +24,7 @@ from sluice.worker.sinks.postgres.apply import (
     apply_move,
     apply_table_changes,
 )
+from sluice.worker.positions import parse_lsn
 from sluice.worker.sinks.postgres.state import StateStore
 
 __all__ = ["Applier"]

@@ -1,0 +1,1 @@
+"""Database driver helpers shared by a source and a sink of the same database kind (never by the engine)."""

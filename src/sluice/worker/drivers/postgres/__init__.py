@@ -1,0 +1,1 @@
+"""PostgreSQL helpers used by both the PostgreSQL source and the PostgreSQL sink."""
