@@ -2,7 +2,8 @@
 # Install the system packages the tests and the benchmark need, from Debian: the PostgreSQL server and client
 # tools (initdb, pg_ctl, psql, pgbench) and pgcopydb (a benchmark peer). `runuser` (util-linux) lets a root test
 # session start PostgreSQL as the `postgres` OS user, which the server package creates. gcc and the Python headers
-# compile the worker's optional C speedup (sluice._speedups) when pip installs the package.
+# compile the worker's optional C speedup (sluice._speedups) when pip installs the package. bubblewrap (`bwrap`) lets
+# the process node give a container with readOnlyRootFilesystem a read-only root, as a kubelet does.
 #
 # Idempotent: installs only what is missing, runs `apt-get update` at most once and only when something must be
 # installed. Works as root, or through sudo when not root. Prints what it does.
@@ -17,6 +18,7 @@ declare -A WANT=(
   [runuser]=util-linux
   [gcc]=gcc
   [Python.h]=python3-dev
+  [bwrap]=bubblewrap
 )
 
 have_initdb() {

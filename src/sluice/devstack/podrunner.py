@@ -11,7 +11,10 @@ Rules, as in the kubelet unless noted:
   that doubles from ``backoff_base`` to ``backoff_max`` (reason ``CrashLoopBackOff`` while waiting) and resets once
   a container ran for ``backoff_reset`` seconds;
 - termination sends SIGTERM to each container's process group, then SIGKILL when the grace period is over;
-- a container is Ready while it runs (probes are not run: a development simplification, documented).
+- a container is Ready while it runs (probes are not run: a development simplification, documented);
+- a container with ``readOnlyRootFilesystem`` runs under bubblewrap (:mod:`sluice.devstack.sandbox`): only its
+  volumes are writable. Signals then go to the sandboxed command's own process group (``ContainerProc.pgid``),
+  and its exit code comes back through ``bwrap``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -26,6 +30,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from sluice.devstack.sandbox import Sandbox, read_child_pid
 
 __all__ = ["ContainerProc", "PodRunner", "rfc3339"]
 
@@ -47,6 +53,8 @@ class ContainerProc:
     log_path: Path
     init: bool = False
     popen: subprocess.Popen[bytes] | None = None
+    #: Process group that signals go to: the sandboxed command's (``bwrap --new-session``), else ``popen.pid``.
+    pgid: int | None = None
     started_at: float | None = None
     restart_count: int = 0
     #: ``{"exitCode", "reason", "startedAt", "finishedAt"}`` of the most recent exit, or None.
@@ -68,7 +76,7 @@ class ContainerProc:
         if self.popen is None or self.popen.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, sig)
+            os.killpg(self.pgid or self.popen.pid, sig)
 
     def container_status(self) -> JsonObj:
         state: JsonObj
@@ -120,21 +128,38 @@ class PodRunner:
 
     # --- process control ----------------------------------------------------------------------------------
 
-    def launch(self, proc: ContainerProc, argv: list[str], env: dict[str, str], cwd: Path) -> None:
-        """Start (or restart) one container's command; output is appended to its log file."""
+    def launch(
+        self, proc: ContainerProc, argv: list[str], env: dict[str, str], cwd: Path, sandbox: Sandbox | None = None
+    ) -> None:
+        """Start (or restart) one container's command; output is appended to its log file.
+
+        With ``sandbox`` the command runs under bubblewrap; the log file stays writable through the inherited
+        descriptor, whatever the sandbox makes read-only.
+        """
         proc.log_path.parent.mkdir(parents=True, exist_ok=True)
+        proc.pgid = None
         with proc.log_path.open("ab") as logf:
-            logf.write(f"--- {rfc3339()} starting {argv!r} (restart {proc.restart_count})\n".encode())
+            sandboxed = " in a read-only-root sandbox" if sandbox is not None else ""
+            logf.write(f"--- {rfc3339()} starting {argv!r}{sandboxed} (restart {proc.restart_count})\n".encode())
             logf.flush()
+            info_r = info_w = -1
             try:
+                command = argv
+                if sandbox is not None:
+                    # bwrap would report a missing command as its own exit 1: find it first, as exec would.
+                    if shutil.which(argv[0], path=env.get("PATH")) is None:
+                        raise FileNotFoundError(2, "No such file or directory", argv[0])
+                    info_r, info_w = os.pipe()
+                    command = sandbox.argv(argv, cwd=str(cwd), info_fd=info_w)
                 proc.popen = subprocess.Popen(
-                    argv,
+                    command,
                     env=env,
                     cwd=str(cwd),
                     stdin=subprocess.DEVNULL,
                     stdout=logf,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # own process group: signals reach the whole container
+                    pass_fds=(info_w,) if info_w >= 0 else (),
                 )
             except OSError as exc:
                 # The kubelet reports an exec failure as a terminated container with code 128 (StartError).
@@ -142,7 +167,14 @@ class PodRunner:
                 now = time.time()
                 self._record_exit(proc, 128, "StartError", now, now, message=str(exc))
                 logf.write(f"--- cannot start: {exc}\n".encode())
+                for fd in (info_r, info_w):
+                    if fd >= 0:
+                        os.close(fd)
                 return
+            if info_w >= 0:
+                os.close(info_w)
+                # None when bwrap failed to set up (its message is in the log and it exits 1): signal bwrap then.
+                proc.pgid = read_child_pid(info_r)
         proc.started_at = time.time()
         proc.waiting_reason = ""
         proc.waiting_message = ""

@@ -15,6 +15,10 @@ What it does:
 - materializes ``secret``, ``configMap``, ``emptyDir`` and ``projected`` service-account volumes under the pod's
   directory and rewrites every occurrence of a ``mountPath`` in command, args and env values to that directory
   (there is no mount namespace, so ``/etc/sluice/config.yaml`` becomes ``<pod dir>/volumes/config/config.yaml``);
+- runs a container whose ``securityContext`` sets ``readOnlyRootFilesystem`` under bubblewrap, as strict as a
+  kubelet: the root is read-only and only its volumes (at their rewritten paths, read-only when the mount or the
+  volume kind says so) are writable (:mod:`sluice.devstack.sandbox`; without ``bwrap`` a warning and no sandbox,
+  under ``CI=true`` an error);
 - gives each pod whose ServiceAccount token is automounted a kubeconfig (``$KUBECONFIG``) holding a real
   TokenRequest token for that ServiceAccount, so RBAC applies to the pod exactly as in a cluster;
 - honours ``restartPolicy`` with a doubling back-off, and the termination grace period (SIGTERM, then SIGKILL);
@@ -23,8 +27,9 @@ What it does:
 - on deletion kills the processes and removes the pod (``gracePeriodSeconds: 0``), like a kubelet, so
   StatefulSet and Job controllers see the pod gone and may create its successor.
 
-What it does not do: networking (every pod shares the host's network; ports can collide), resource limits,
-probes (a running container counts as ready), image pulls, ``kubectl logs``/``exec`` (read the log file instead).
+What it does not do: networking (every pod shares the host's network; ports can collide), resource limits
+(nor an emptyDir's ``sizeLimit``), ``runAsUser``/``runAsNonRoot`` (processes run as the node's user), probes
+(a running container counts as ready), image pulls, ``kubectl logs``/``exec`` (read the log file instead).
 
 Run it alone: ``python -m sluice.devstack.processnode --kubeconfig .sluice/kubeconfig --workdir .sluice/node``.
 """
@@ -48,6 +53,7 @@ import yaml
 
 from sluice.devstack.podenv import EnvError, expand, resolve_env
 from sluice.devstack.podrunner import ContainerProc, PodRunner, rfc3339
+from sluice.devstack.sandbox import Sandbox, SandboxUnavailableError, find_bwrap, in_ci, read_only_root, volume_binds
 from sluice.k8s.jsonclient import JsonClient, KubeError, api_path
 
 __all__ = ["ProcessNode", "main"]
@@ -104,7 +110,12 @@ class ProcessNode:
     # --- lifecycle -----------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Register the node and start the heartbeat, watch and reconcile threads."""
+        """Register the node and start the heartbeat, watch and reconcile threads.
+
+        Under ``CI=true`` a missing or broken ``bwrap`` raises :class:`SandboxUnavailableError` here, before any pod.
+        """
+        if in_ci():
+            find_bwrap()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.register()
         for target, tname in ((self._heartbeat_loop, "heartbeat"), (self._watch_loop, "watch"), (self._loop, "pods")):
@@ -378,7 +389,7 @@ class ProcessNode:
         runner.config_error = ""
 
         def rewrite(text: str) -> str:
-            for mount_path, local in mounts:
+            for mount_path, local, _ in mounts:
                 text = text.replace(mount_path, str(local))
             return text
 
@@ -390,13 +401,32 @@ class ProcessNode:
             proc.waiting_message = runner.config_error
             proc.next_start_at = time.time() + 30
             return
-        full_env = self._base_env(pod, runner)
+        sandbox: Sandbox | None = None
+        if read_only_root(spec):
+            try:
+                bwrap = find_bwrap()
+            except SandboxUnavailableError as exc:
+                runner.config_error = f"securityContext.readOnlyRootFilesystem: {exc}"
+                proc.waiting_reason = "CreateContainerConfigError"
+                proc.waiting_message = runner.config_error
+                proc.next_start_at = time.time() + 30
+                log.error("pod %s/%s: %s", runner.namespace, runner.name, runner.config_error)
+                return
+            if bwrap is not None:
+                binds = volume_binds((str(local), read_only) for _, local, read_only in mounts)
+                sandbox = Sandbox(bwrap, tuple(binds), hostname=pod["metadata"]["name"])
+        full_env = self._base_env(pod, runner, sandboxed=sandbox is not None)
         full_env.update(env)
         cwd = Path(rewrite(spec["workingDir"])) if spec.get("workingDir") else runner.pod_dir
         cwd.mkdir(parents=True, exist_ok=True)
-        runner.launch(proc, argv, full_env, cwd)
+        runner.launch(proc, argv, full_env, cwd, sandbox)
 
-    def _base_env(self, pod: JsonObj, runner: PodRunner) -> dict[str, str]:
+    def _base_env(self, pod: JsonObj, runner: PodRunner, *, sandboxed: bool = False) -> dict[str, str]:
+        """PATH (the virtualenv first), HOME, LANG, HOSTNAME, KUBECONFIG; TMPDIR only without a sandbox.
+
+        In a sandbox, as under a kubelet, no temporary directory is provided: a container that needs one mounts a
+        volume and sets TMPDIR itself (the worker does). HOME stays the pod directory, read-only there.
+        """
         venv_bin = str(Path(sys.executable).parent)
         path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
         env = {
@@ -404,9 +434,10 @@ class ProcessNode:
             "HOME": str(runner.pod_dir),
             "LANG": os.environ.get("LANG", "C.UTF-8"),
             "HOSTNAME": pod["metadata"]["name"],
-            "TMPDIR": str(runner.pod_dir / "tmp"),
         }
-        (runner.pod_dir / "tmp").mkdir(exist_ok=True)
+        if not sandboxed:
+            env["TMPDIR"] = str(runner.pod_dir / "tmp")
+            (runner.pod_dir / "tmp").mkdir(exist_ok=True)
         kubeconfig = runner.pod_dir / "kubeconfig"
         if kubeconfig.exists():
             env["KUBECONFIG"] = str(kubeconfig)
@@ -418,11 +449,13 @@ class ProcessNode:
 
     # --- volumes and service account tokens ----------------------------------------------------------------
 
-    def _prepare_volumes(self, pod: JsonObj, runner: PodRunner, spec: JsonObj) -> list[tuple[str, Path]]:
-        """Write each mounted volume under the pod dir; return (mountPath, local dir) pairs, longest first."""
+    def _prepare_volumes(self, pod: JsonObj, runner: PodRunner, spec: JsonObj) -> list[tuple[str, Path, bool]]:
+        """Write each mounted volume under the pod dir; return (mountPath, local dir, read-only) triples, longest
+        mountPath first. Secret, configMap and projected volumes are read-only whatever the mount says (as in
+        Kubernetes); an emptyDir only when its mount is ``readOnly``."""
         volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
         base = runner.pod_dir / "volumes"
-        mounts: list[tuple[str, Path]] = []
+        mounts: list[tuple[str, Path, bool]] = []
         namespace = pod["metadata"]["namespace"]
         for mount in spec.get("volumeMounts") or []:
             vol = volumes.get(mount["name"])
@@ -454,8 +487,11 @@ class ProcessNode:
             sub_path = mount.get("subPath")
             if sub_path:
                 local = local / str(sub_path)
-            mounts.append((mount["mountPath"].rstrip("/"), local))
-        if pod["spec"].get("automountServiceAccountToken", True) and not any(m == SA_MOUNT for m, _ in mounts):
+                if "emptyDir" in vol:
+                    local.mkdir(parents=True, exist_ok=True)  # the kubelet creates a missing subPath directory
+            read_only = bool(mount.get("readOnly")) or "emptyDir" not in vol
+            mounts.append((mount["mountPath"].rstrip("/"), local, read_only))
+        if pod["spec"].get("automountServiceAccountToken", True) and not any(m == SA_MOUNT for m, _, _ in mounts):
             self._write_sa_token(pod, runner, base / "kube-api-access")
         return sorted(mounts, key=lambda m: -len(m[0]))
 
