@@ -11,6 +11,9 @@ Turning pydantic's JSON schema into a Kubernetes *structural* schema:
   keys optional and gains a CEL rule ``[has(self.a), has(self.b)].filter(x, x).size() == 1`` whose message names
   the keys — the apiserver's message is then as clear as pydantic's;
 - a secret field and its ``*_secret_ref`` sibling gain a CEL rule that they are not both set;
+- ``spec.source`` and ``spec.sink`` gain one CEL rule per kind this version cannot run yet (`sluice.kinds`),
+  with the REST API's message for it; the descriptions say which kinds are available (the schema still
+  documents every kind: it is the reference);
 - ``title``, ``writeOnly``, ``additionalProperties: false`` are dropped; ``additionalProperties: true`` (status
   parts that accept new fields) becomes ``x-kubernetes-preserve-unknown-fields: true``; ``format`` is kept only
   when the apiserver knows it. Any JSON-schema keyword not handled here is an error, not silently passed through.
@@ -43,6 +46,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from sluice import kinds
 from sluice.models import ConnectorBody, ConnectorSpec
 from sluice.models.common import DNS_LABEL_MAX_LENGTH, DNS_LABEL_PATTERN
 from sluice.models.resource import CATEGORIES, CRD_NAME, GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
@@ -63,6 +67,7 @@ __all__ = [
     "generated_files",
     "run",
     "to_structural",
+    "unavailable_kind_rules",
 ]
 
 log = logging.getLogger(__name__)
@@ -252,9 +257,33 @@ def _model_structural(model: type[BaseModel], *, defaults: bool) -> dict[str, An
     return to_structural(schema, defs, path=model.__name__, defaults=defaults)
 
 
+def unavailable_kind_rules(part: kinds.Part, node: dict[str, Any]) -> list[dict[str, str]]:
+    """One CEL rule per kind of ``spec.<part>`` this version cannot run (`sluice.kinds`), each refusing it with
+    the same message as the REST API and pointing at ``spec.<part>.<kind>``.
+
+    One rule per kind because a CEL message is a static string: this way it names the kind that was given. With
+    validation ratcheting, a Connector stored before a rule existed can still be updated as long as its kind does
+    not change; the operator reports it as UnsupportedKind and runs no worker for it.
+    """
+    return [
+        {
+            "rule": f"!has(self.{_cel_field(kind)})",
+            "message": kinds.unavailable(part, kind).text,
+            "fieldPath": f".{kind}",
+            "reason": "FieldValueForbidden",
+        }
+        for kind in node.get("properties", {})
+        if kind not in kinds.available(part)
+    ]
+
+
 def build_crd() -> dict[str, Any]:
     """The Connector CustomResourceDefinition as a dict."""
     spec = _model_structural(ConnectorSpec, defaults=True)
+    parts: tuple[kinds.Part, kinds.Part] = ("source", "sink")
+    for part in parts:
+        node = spec["properties"][part]
+        node["x-kubernetes-validations"] = node.get("x-kubernetes-validations", []) + unavailable_kind_rules(part, node)
     # Status is written by Sluice, not users: no defaults (they would hide what was really reported), and room
     # for fields a newer worker adds.
     status = _model_structural(ConnectorStatus, defaults=False)

@@ -142,11 +142,20 @@ def test_seed_example_parses_and_dumps_the_seed_response_defaults() -> None:
 def test_seed_example_id_is_a_placeholder_for_the_body_but_must_be_a_label_for_a_connector() -> None:
     request = json.loads((GOLDEN / "seed_create_request.json").read_text())
     assert ConnectorBody.model_validate({**request, "id": "Any Placeholder!"}).id == "Any Placeholder!"
+    # The reference's note: "use a placeholder value like an empty string".
+    assert ConnectorBody.model_validate({**request, "id": ""}).id == ""
+    for not_a_string in (None, 7, {"x": 1}):
+        with pytest.raises(ValidationError) as exc:
+            ConnectorBody.model_validate({**request, "id": not_a_string})
+        assert errors_of(exc)[0][0] == ("id",)
+    without_id = {k: v for k, v in request.items() if k != "id"}
     with pytest.raises(ValidationError) as exc:
-        ConnectorBody.model_validate({**request, "id": ""})
+        ConnectorBody.model_validate(without_id)
     assert errors_of(exc)[0][0] == ("id",)
-    with pytest.raises(ValidationError):
-        Connector.model_validate({**request, "id": "Any Placeholder!"})
+    # A connector (and so a CR's metadata.name) keeps the DNS-1123 rule.
+    for bad in ("Any Placeholder!", ""):
+        with pytest.raises(ValidationError):
+            Connector.model_validate({**request, "id": bad})
 
 
 def test_defaults_of_a_minimal_postgres_connector() -> None:

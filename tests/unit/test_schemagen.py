@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sluice import schemagen
+from sluice import kinds, schemagen
 from sluice.models import Connector
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -193,13 +193,11 @@ def rules_of(node: dict[str, Any]) -> dict[str, str]:
 
 def test_exactly_one_source_and_sink_as_cel(spec_schema: dict[str, Any]) -> None:
     source_rules = rules_of(spec_schema["properties"]["source"])
-    assert source_rules == {
-        "[has(self.postgres), has(self.sqlserver), has(self.mysql), has(self.mongo), has(self.oracle), "
-        "has(self.file_source)].filter(x, x).size() == 1": "exactly one of postgres, sqlserver, mysql, mongo, "
-        "oracle, file_source must be set"
-    }
+    one_of = "[has(self.postgres), has(self.sqlserver), has(self.mysql), has(self.mongo), has(self.oracle), "
+    one_of += "has(self.file_source)].filter(x, x).size() == 1"
+    assert source_rules[one_of] == "exactly one of postgres, sqlserver, mysql, mongo, oracle, file_source must be set"
     sink_rules = rules_of(spec_schema["properties"]["sink"])
-    ((rule, message),) = sink_rules.items()
+    ((rule, message),) = [(r, m) for r, m in sink_rules.items() if r.endswith(".size() == 1")]
     for key in ("postgres", "clickhouse", "snowflake", "materialize", "kafka", "databricks", "webhook"):
         assert f"has(self.{key})" in rule
         assert key in message
@@ -302,7 +300,9 @@ def test_openapi_has_the_connector_schemas_with_one_of(openapi: dict[str, Any]) 
         "$ref": "#/components/schemas/PostgresSource",
         "description": "PostgreSQL (logical replication or snapshot).",
     }
-    assert schemas["ConnectorBody"]["properties"]["id"]["minLength"] == 1
+    # Any string is a valid placeholder id in the body, even "" (the reference's note suggests it).
+    assert schemas["ConnectorBody"]["properties"]["id"]["type"] == "string"
+    assert "minLength" not in schemas["ConnectorBody"]["properties"]["id"]
     assert "pattern" not in schemas["ConnectorBody"]["properties"]["id"]
     assert schemas["ConnectorBody"]["required"] == ["id", "source", "sink"]
     assert schemas["ConnectorBody"]["additionalProperties"] is False
@@ -332,3 +332,61 @@ def test_openapi_refs_resolve(openapi: dict[str, Any]) -> None:
     schemas = openapi["components"]["schemas"]
     for ref in set(part.split('"')[0] for part in text.split('"$ref": "#/components/schemas/')[1:]):
         assert ref in schemas, ref
+
+
+# --- kinds this version runs (sluice.kinds) -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("part", ["source", "sink"])
+def test_each_unavailable_kind_is_refused_by_a_cel_rule_with_the_api_message(
+    spec_schema: dict[str, Any], part: kinds.Part
+) -> None:
+    node = spec_schema["properties"][part]
+    every = list(node["properties"])
+    assert set(every) == set(kinds.schema_kinds(part)), "the CRD documents every kind of the schema"
+    refusing = {
+        r["fieldPath"]: r
+        for r in node["x-kubernetes-validations"]
+        if r["rule"].startswith("!has(self.") and "fieldPath" in r
+    }
+    unavailable = [k for k in every if k not in kinds.available(part)]
+    assert unavailable, "the test needs at least one unavailable kind"
+    assert sorted(refusing) == sorted(f".{k}" for k in unavailable)
+    for kind in unavailable:
+        rule = refusing[f".{kind}"]
+        assert rule["rule"] == f"!has(self.{kind})"
+        assert rule["reason"] == "FieldValueForbidden"
+        refusal = kinds.unavailable(part, kind)
+        # The same words as the REST API's 422 (message) and its fix.
+        assert refusal.message in rule["message"]
+        assert refusal.fix in rule["message"]
+        assert f"{part}.{kind} is not available in this version of Sluice yet" in rule["message"]
+    for kind in kinds.available(part):
+        assert f".{kind}" not in refusing
+
+
+@pytest.mark.parametrize("part", ["source", "sink"])
+def test_descriptions_say_which_kinds_are_available(spec_schema: dict[str, Any], part: kinds.Part) -> None:
+    node = spec_schema["properties"][part]
+    assert "Available in this version of Sluice: " + ", ".join(kinds.available(part)) in node["description"]
+    for kind, prop in node["properties"].items():
+        refused = "is not available in this version of Sluice yet" in prop["description"]
+        assert refused == (kind not in kinds.available(part)), (kind, prop["description"])
+
+
+def test_openapi_still_describes_every_kind_and_says_which_are_available(openapi: dict[str, Any]) -> None:
+    schemas = openapi["components"]["schemas"]
+    assert list(schemas["Sink"]["properties"]) == list(kinds.schema_kinds("sink"))
+    assert "Available in this version of Sluice: postgres" in schemas["Sink"]["description"]
+    assert "sink.kafka is not available" in schemas["Sink"]["properties"]["kafka"]["description"]
+    assert "not available" not in schemas["Sink"]["properties"]["postgres"]["description"]
+
+
+def test_flipping_the_switch_drops_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adding a kind is one edit of one list: the generated rule for it disappears, the others stay."""
+    monkeypatch.setattr(kinds, "AVAILABLE_SINKS", ("postgres", "kafka"))
+    node = {"properties": {k: {} for k in kinds.schema_kinds("sink")}}
+    paths = [r["fieldPath"] for r in schemagen.unavailable_kind_rules("sink", node)]
+    assert ".kafka" not in paths
+    assert ".webhook" in paths
+    assert kinds.unavailable("sink", "webhook").message.endswith("available sinks: postgres, kafka")

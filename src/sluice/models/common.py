@@ -15,6 +15,7 @@ turns into a CEL rule.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar
 
 from pydantic import (
@@ -29,6 +30,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from sluice.kinds import Part, availability_note, available, unavailable
+
 __all__ = [
     "DNS_LABEL_MAX_LENGTH",
     "DNS_LABEL_PATTERN",
@@ -42,6 +45,7 @@ __all__ = [
     "Secret",
     "SecretRef",
     "SluiceModel",
+    "kind_one_of_json_schema",
     "validate_dns_label",
     "wire_name",
 ]
@@ -161,6 +165,21 @@ def _one_of_json_schema(schema: dict[str, Any], cls: type[BaseModel]) -> None:
             rest = {k: v for k, v in prop.items() if k not in ("anyOf", "default")}
             properties[key] = {**variants[0], **rest}
     schema["oneOf"] = [{"required": [key]} for key in keys]
+
+
+def kind_one_of_json_schema(part: Part) -> Callable[[dict[str, Any], type[BaseModel]], None]:
+    """The JSON schema hook of the ``source``/``sink`` one-of: the exactly-one rule, plus which kinds this
+    version runs (`sluice.kinds`), in the object's description and in each kind's."""
+
+    def hook(schema: dict[str, Any], cls: type[BaseModel]) -> None:
+        _one_of_json_schema(schema, cls)
+        schema["description"] = f"{schema.get('description', '').rstrip()} {availability_note(part)}".strip()
+        for key, prop in schema.get("properties", {}).items():
+            if key not in available(part) and isinstance(prop, dict):
+                note = unavailable(part, key).message + "."
+                prop["description"] = f"{prop.get('description', '').rstrip()} {note}".strip()
+
+    return hook
 
 
 class OneOf(SluiceModel):

@@ -2,9 +2,9 @@
 
 - `Connector`: the validated connector everything internal works with; ``id`` is a DNS-1123 label because it is
   the Kubernetes object name (and names the replication slot).
-- `ConnectorBody`: the REST request body. The reference API requires ``id`` (length ≥ 1) but ignores it on
-  ``POST /api/v1/connectors`` (the server generates one), so any non-empty string passes here; the API then builds
-  a `Connector` with the real id.
+- `ConnectorBody`: the REST request body. The reference API requires ``id`` but ignores it on
+  ``POST /api/v1/connectors`` (the server generates one) and its note says to send a placeholder such as ``""``,
+  so any string passes here; the API then builds a `Connector` with the real id.
 - `ConnectorSpec`: the ``spec`` of the Connector custom resource, where ``metadata.name`` is the id and ``spec.id``
   may be omitted. The CRD schema is generated from this class.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from sluice.kinds import availability_note
 from sluice.models.buffer import Buffer
 from sluice.models.common import DnsLabel, SluiceModel
 from sluice.models.limits import Limits
@@ -29,11 +30,14 @@ class Connector(SluiceModel):
     id: DnsLabel
     """Connector id: the Kubernetes object name, so a DNS-1123 label (lowercase letters, digits and '-', at most
     63 characters, starting and ending with a letter or digit)."""
-    source: Source
-    """Source configuration: exactly one of postgres, sqlserver, mysql, mongo, oracle, file_source."""
-    sink: Sink
-    """Sink configuration: exactly one of postgres, clickhouse, snowflake, materialize, kafka, databricks,
-    webhook."""
+    source: Source = Field(
+        description="Source configuration: exactly one of postgres, sqlserver, mysql, mongo, oracle, file_source. "
+        + availability_note("source")
+    )
+    sink: Sink = Field(
+        description="Sink configuration: exactly one of postgres, clickhouse, snowflake, materialize, kafka, "
+        "databricks, webhook. " + availability_note("sink")
+    )
     buffer: Buffer | None = None
     """Staging area between source and sink."""
     limits: Limits | None = None
@@ -50,10 +54,10 @@ class Connector(SluiceModel):
 class ConnectorBody(Connector):
     """Request body of POST/PUT-style connector endpoints."""
 
-    id: str = Field(min_length=1)
+    id: str
     """Unique identifier for this connector. Server-generated when using POST /connectors; when using
-    POST /connectors/{id} the URL path id takes precedence over this field. Required by the schema: send any
-    non-empty placeholder."""
+    POST /connectors/{id} the URL path id takes precedence over this field. Required by the schema but its value
+    is ignored: send any placeholder, e.g. an empty string."""
 
 
 class ConnectorSpec(Connector):

@@ -1,14 +1,14 @@
 """The non-PostgreSQL sinks and the ``sink`` one-of.
 
-Like `sources`, every sink of the schema is modelled so a spec validates and is documented today; the worker
-implements PostgreSQL first and reports other kinds as not supported yet.
+Like `sources`, every sink of the schema is modelled so the schema is the complete reference; which kinds this
+version runs is decided in `sluice.kinds` alone, and the others are refused with its message.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from sluice.models.common import (
     NonEmptyStr,
@@ -19,6 +19,7 @@ from sluice.models.common import (
     Secret,
     SecretRef,
     SluiceModel,
+    kind_one_of_json_schema,
 )
 from sluice.models.migration import MigrationStrategy
 from sluice.models.postgres import PostgresSink, PostgresSslMode
@@ -561,6 +562,7 @@ class Sink(OneOf):
     """Where data goes: exactly one of postgres, clickhouse, snowflake, materialize, kafka, databricks, webhook."""
 
     one_of_label = "sink kind"
+    model_config = ConfigDict(json_schema_extra=kind_one_of_json_schema("sink"))
 
     postgres: PostgresSink | None = None
     """PostgreSQL."""

@@ -1,19 +1,29 @@
 """The non-PostgreSQL sources and the ``source`` one-of.
 
-PostgreSQL is the source the worker implements first; the other five are modelled fully so that specs written for
-them validate (and are documented in the CRD) now, and the worker reports "not supported yet" instead of the API
-refusing the spec.
+PostgreSQL is the source the worker implements first; the other five are modelled fully so that the schema is the
+complete reference (OpenAPI, ``kubectl explain``) and a spec's shape can be checked. Which kinds this version runs
+is decided in `sluice.kinds` alone: the API, the CRD, the operator and the worker refuse the others with one
+message, and the descriptions generated from these models say which are available.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from sluice.models.buffer import ObjectStore
 from sluice.models.catalog import Catalog
-from sluice.models.common import NonEmptyStr, NonNegativeInt, OneOf, Port, Secret, SecretRef, SluiceModel
+from sluice.models.common import (
+    NonEmptyStr,
+    NonNegativeInt,
+    OneOf,
+    Port,
+    Secret,
+    SecretRef,
+    SluiceModel,
+    kind_one_of_json_schema,
+)
 from sluice.models.postgres import PostgresSource
 
 __all__ = [
@@ -559,6 +569,7 @@ class Source(OneOf):
     """Where data comes from: exactly one of postgres, sqlserver, mysql, mongo, oracle, file_source."""
 
     one_of_label = "source kind"
+    model_config = ConfigDict(json_schema_extra=kind_one_of_json_schema("source"))
 
     postgres: PostgresSource | None = None
     """PostgreSQL (logical replication or snapshot)."""

@@ -47,8 +47,9 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     status_code=201,
     summary="Create a new connector",
     description="The server generates the id (a DNS-1123 label such as c-k3v9x0q2ab), ignoring the body's id, "
-    "which the schema still requires: send any placeholder. Inline credentials are stored in the Secret "
-    "<id>-credentials and the connector refers to them by *_secret_ref.",
+    "which the schema still requires: send any placeholder, e.g. an empty string. Inline credentials are stored "
+    "in the Secret <id>-credentials and the connector refers to them by *_secret_ref. A source or sink kind this "
+    "version of Sluice does not run yet is refused with 422 UnsupportedKind.",
     response_class=Response,
     responses={201: json_response(ConnectorResponse, "The connector, created."), **_errors(409)},
     openapi_extra=body_doc(ConnectorBody),
