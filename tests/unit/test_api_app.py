@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from sluice import kinds
 from sluice.api.app import NO_AUTH_WARNING, create_app
 from sluice.api.settings import ApiSettings
 
@@ -206,3 +207,95 @@ def test_no_auth_mode_repeats_the_warning(unreachable_kubeconfig: str, caplog: p
             c.get("/healthz")  # lets the event loop run the periodic task
             time.sleep(0.05)
     assert warnings() >= 3
+
+
+# --- body ids and kinds this version runs: answered before Kubernetes is asked (a valid body gets 503 here) ------
+
+
+@pytest.mark.parametrize("body_id", ["", "Any Placeholder!", "x" * 300, "string"])
+def test_create_accepts_any_string_id_and_ignores_it(client: TestClient, body_id: str) -> None:
+    r = client.post("/api/v1/connectors", json={**BODY, "id": body_id})
+    assert r.status_code == 503, r.text  # past validation: only the (unreachable) cluster is left
+    r = client.post("/api/v1/connectors/path-wins", json={**BODY, "id": body_id})
+    assert r.status_code == 503, r.text
+
+
+@pytest.mark.parametrize("body_id", [None, 7, ["x"]])
+def test_create_still_wants_a_string_id(client: TestClient, body_id: Any) -> None:
+    r = client.post("/api/v1/connectors", json={**BODY, "id": body_id})
+    assert r.status_code == 422, r.text
+    assert [d["field"] for d in r.json()["details"]] == ["id"]
+
+
+def _with(part: str, kind: str, config: Any) -> dict[str, Any]:
+    out = json.loads(json.dumps(BODY))
+    out[part] = {kind: config}
+    return out
+
+
+KAFKA_SINK: dict[str, Any] = {
+    "connection": {"brokers": ["127.0.0.1:9092"]},
+    "format": {"debezium": {}},
+    "topic_name_template": "{prefix}.{database_or_schema}.{table}",
+}
+MYSQL_SOURCE: dict[str, Any] = {"connection": {"host": "h", "user": "u", "password": "p", "database": "d"}}
+
+
+@pytest.mark.parametrize(
+    ("url", "part", "kind", "config"),
+    [
+        ("/api/v1/connectors", "sink", "kafka", KAFKA_SINK),
+        ("/api/v1/connectors", "sink", "webhook", {"url": "http://127.0.0.1:1/x"}),
+        ("/api/v1/connectors/with-mysql", "source", "mysql", MYSQL_SOURCE),
+        # The kind is refused before its own configuration is looked at: no list of kafka fields to fill in.
+        ("/api/v1/connectors", "sink", "kafka", {}),
+    ],
+)
+def test_unavailable_kind_is_422_with_the_field_the_problem_and_the_fix(
+    client: TestClient, url: str, part: kinds.Part, kind: str, config: Any
+) -> None:
+    r = client.post(url, json=_with(part, kind, config))
+    assert r.status_code == 422, r.text
+    out = r.json()
+    refusal = kinds.unavailable(part, kind)
+    assert out["error"] == "UnsupportedKind"
+    assert out["message"] == refusal.message
+    assert out["fix"] == refusal.fix
+    assert out["details"] == [
+        {"loc": [part, kind], "field": f"{part}.{kind}", "msg": refusal.message, "fix": refusal.fix}
+    ]
+    available = ", ".join(kinds.available(part))
+    assert out["message"] == (
+        f"{part}.{kind} is not available in this version of Sluice yet; available {part}s: {available}"
+    )
+    assert out["fix"] == f"Use one of the available {part}s, or upgrade Sluice once {kind} support lands."
+    assert '"p"' not in r.text
+
+
+def test_both_parts_unavailable_are_reported_together(client: TestClient) -> None:
+    body = _with("source", "mysql", MYSQL_SOURCE)
+    body["sink"] = {"kafka": KAFKA_SINK}
+    r = client.post("/api/v1/connectors", json=body)
+    assert r.status_code == 422, r.text
+    assert [d["field"] for d in r.json()["details"]] == ["source.mysql", "sink.kafka"]
+
+
+def test_two_kinds_or_an_unknown_kind_are_schema_errors_not_unavailable_kinds(client: TestClient) -> None:
+    two = json.loads(json.dumps(BODY))
+    two["source"]["mysql"] = MYSQL_SOURCE
+    r = client.post("/api/v1/connectors", json=two)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "InvalidSpec"
+    assert "exactly one source kind" in r.text
+    typo = _with("sink", "kafak", KAFKA_SINK)
+    r = client.post("/api/v1/connectors", json=typo)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "InvalidSpec"
+    assert "sink.kafak" in [d["field"] for d in r.json()["details"]]
+
+
+def test_available_kinds_pass(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The list is the switch: once kafka is listed, the same body goes on to Kubernetes."""
+    assert client.post("/api/v1/connectors", json=_with("sink", "kafka", KAFKA_SINK)).status_code == 422
+    monkeypatch.setattr(kinds, "AVAILABLE_SINKS", ("postgres", "kafka"))
+    assert client.post("/api/v1/connectors", json=_with("sink", "kafka", KAFKA_SINK)).status_code == 503

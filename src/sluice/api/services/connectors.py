@@ -41,6 +41,7 @@ from sluice.api.secrets import (
 from sluice.api.validation import config_error
 from sluice.errors import ConfigError, ConflictError, ErrorDetail, ImmutableFieldError, NotFoundError, SluiceError
 from sluice.k8s import API_VERSION, KIND, Kube, OwnerRef, StoredSecret
+from sluice.kinds import unavailable_error, unavailable_kinds
 from sluice.models import Connector, ConnectorBody
 from sluice.models.resource import connector_to_resource
 from sluice.models.secrets import extract_secrets
@@ -86,16 +87,22 @@ def envelope(cr: dict[str, Any]) -> dict[str, Any]:
 
 
 def _parse_body(body: Any, connector_id: str) -> Connector:
-    """The request body as a `Connector` named ``connector_id``; the body's own ``id`` must be a non-empty string
-    (the reference schema requires it) but its value is ignored."""
+    """The request body as a `Connector` named ``connector_id``.
+
+    The body's own ``id`` must be a string (the reference schema requires it; its note suggests ``""`` as the
+    placeholder) but its value is ignored. A source or sink kind this version cannot run is refused first
+    (`sluice.kinds`), with the same words as ``kubectl apply``.
+    """
     if not isinstance(body, dict):
         raise ConfigError(
             "the request body must be a JSON object (a connector)",
             details=[ErrorDetail(loc=["body"], msg=f"expected an object, got {type(body).__name__}")],
         )
-    body_id = body.get("id")
+    refused = unavailable_kinds(body)
+    if refused:
+        raise unavailable_error(refused)
     try:
-        if not (isinstance(body_id, str) and body_id):
+        if not isinstance(body.get("id"), str):
             ConnectorBody.model_validate(body)  # reports the id problem together with any others
         connector = Connector.model_validate({**body, "id": connector_id})
     except ValidationError as exc:
@@ -218,6 +225,19 @@ class ConnectorService:
         current = dict(cr.get("spec") or {})
         merged = reconcile_secret_siblings(merge_patch(current, patch), patch)
         merged["id"] = connector_id
+        refused = unavailable_kinds(merged)
+        if refused:
+            # A kind change is refused in any case; say both things at once rather than one after the other.
+            kind_changes = [p for p in identity_changes(current, merged) if len(p.loc) == 1]
+            if kind_changes:
+                raise ImmutableFieldError(
+                    "the patch changes "
+                    + ", ".join(str(p.loc[0]) for p in kind_changes)
+                    + ", which cannot change; "
+                    + "; ".join(r.message for r in refused),
+                    details=kind_changes + [r.detail() for r in refused],
+                )
+            raise unavailable_error(refused)
         try:
             connector = Connector.model_validate(merged)
         except ValidationError as exc:
