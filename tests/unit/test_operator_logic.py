@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from sluice import kinds
 from sluice.devstack.podenv import EnvError, expand, resolve_env
 from sluice.operator.conditions import Observed, SlotInfo, derive_status
 from sluice.operator.schedule import next_run
@@ -190,3 +191,58 @@ def test_recent_crash_keeps_degraded_while_ready_again() -> None:
     assert degraded["status"] == "True" and degraded["reason"] == "WorkerRestarted"
     later = derive_status(Observed(cr=cr, pod=_pod(restarts=1), desired_replicas=1, now=NOW + timedelta(hours=1)))
     assert _cond(later, "Degraded")["status"] == "False"
+
+
+# --- kinds this version cannot run (a Connector stored before the CRD refused them) ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "refused"),
+    [
+        ({"sink": {"kafka": {"connection": {"brokers": ["b:9092"]}}}}, [("sink", "kafka")]),
+        ({"source": {"mysql": {}}, "disabled": True}, [("source", "mysql")]),
+        (
+            {"source": {"mongo": {}}, "sink": {"webhook": {}}, "schedule": {"rate": {"value": 1, "unit": "Hour"}}},
+            [("source", "mongo"), ("sink", "webhook")],
+        ),
+    ],
+)
+def test_unavailable_kind_is_not_ready_unsupported_kind_and_failed(
+    spec: dict[str, Any], refused: list[tuple[kinds.Part, str]]
+) -> None:
+    cr = _cr(spec=spec, status={"state": "start", "run_id": "r1"})
+    out = derive_status(Observed(cr=cr, pod=None, desired_replicas=0, now=NOW))
+    ready = _cond(out, "Ready")
+    assert ready["status"] == "False"
+    assert ready["reason"] == "UnsupportedKind"
+    for part, kind in refused:
+        refusal = kinds.unavailable(part, kind)
+        assert refusal.text in ready["message"]  # the CRD rule's message: the same words as the REST 422
+        assert refusal.message in out["last_error"]["message"]
+        assert refusal.fix in out["last_error"]["fix"]
+    assert out["last_error"]["reason"] == "UnsupportedKind"
+    assert out["status"]["type"] == "failed"
+    assert out["state"] is None  # no worker, no lifecycle state (disabled/scheduled do not apply either)
+    for ctype in ("Snapshotting", "Streaming", "Degraded"):
+        assert _cond(out, ctype)["status"] == "False"
+    assert "WalRetained" not in {c["type"] for c in out["conditions"]}
+
+
+def test_unavailable_kind_status_is_stable_across_passes() -> None:
+    """The refresh timer must not rewrite last_error (and so the status) on every pass."""
+    cr = _cr(spec={"sink": {"kafka": {}}})
+    first = derive_status(Observed(cr=cr, pod=None, desired_replicas=0, now=NOW))
+    cr["status"] = first
+    later = derive_status(Observed(cr=cr, pod=None, desired_replicas=0, now=NOW + timedelta(minutes=5)))
+    assert "last_error" not in later
+    assert _cond(later, "Ready")["lastTransitionTime"] == _cond(first, "Ready")["lastTransitionTime"]
+
+
+def test_available_kinds_and_malformed_specs_are_not_unsupported() -> None:
+    for spec in (
+        {},
+        {"sink": {"postgres": {}, "kafka": {}}},  # two kinds: the CRD's one-of rule speaks, not this one
+        {"sink": {"kafak": {}}},  # a typo is pruned/refused by the apiserver, never "not available yet"
+    ):
+        out = derive_status(Observed(cr=_cr(spec=spec), pod=None, desired_replicas=1, now=NOW))
+        assert _cond(out, "Ready")["reason"] != "UnsupportedKind", spec

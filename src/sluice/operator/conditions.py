@@ -14,6 +14,9 @@ Condition rules (each message says what to do):
 - Degraded: the worker is retrying, crash-looping, reported an error, or crashed in the last 10 minutes.
 - SlotLagHigh: the slot is more than ``lag_threshold_bytes`` behind: WAL piles up on the source.
 - WalRetained (only while disabled): the slot is kept and holds WAL on the source.
+- A source or sink kind this version cannot run (`sluice.kinds`; a Connector stored before the CRD refused it):
+  Ready False with reason ``UnsupportedKind`` and the same message and fix as the API and the CRD, run status
+  ``failed``, ``last_error`` set; the operator runs no worker for it, so nothing crash-loops.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from sluice.kinds import REASON, unavailable_kinds
 
 __all__ = ["Observed", "SlotInfo", "derive_status", "human_bytes", "parse_time"]
 
@@ -146,7 +151,24 @@ def derive_status(obs: Observed) -> JsonObj:
     conds: list[tuple[str, bool, str, str]] = []  # (type, status, reason, message)
     slot_name = obs.slot.name if obs.slot else "the connector's slot"
 
-    if spec.get("disabled"):
+    refused = unavailable_kinds(spec)
+    if refused:
+        # Stored before the CRD refused it (or applied under an older CRD): no worker is run for it (see reconcile).
+        text = " ".join(r.text for r in refused)
+        message = "; ".join(r.message for r in refused)
+        fix = " ".join(r.fix for r in refused)
+        out["state"] = None
+        out["status"] = {"type": "failed", "reason": message}
+        error = current.get("last_error")
+        error = error if isinstance(error, dict) else {}
+        if (error.get("reason"), error.get("message"), error.get("fix")) != (REASON, message, fix):
+            out["last_error"] = {"reason": REASON, "message": message, "fix": fix, "time": _fmt(obs.now)}
+        idle = "No worker runs for this connector: " + text
+        conds.append(("Ready", False, REASON, text))
+        conds.append(("Snapshotting", False, REASON, idle))
+        conds.append(("Streaming", False, REASON, idle))
+        conds.append(("Degraded", False, REASON, idle))
+    elif spec.get("disabled"):
         out["state"] = "disabled"
         behind = (
             f"{human_bytes(lag_bytes)} behind" if isinstance(lag_bytes, int) else "lag unknown (source unreachable)"

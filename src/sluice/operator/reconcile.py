@@ -21,6 +21,7 @@ from typing import Any
 
 from sluice.errors import ConflictError, SluiceError
 from sluice.k8s.jsonclient import JsonClient, KubeError, api_path
+from sluice.kinds import unavailable_kinds
 from sluice.models.resource import API_VERSION, KIND
 from sluice.operator import builders, conditions, naming, sourcedb
 from sluice.operator.history import next_history
@@ -125,23 +126,31 @@ class Reconciler:
 
         spec = cr.get("spec") or {}
         status = cr.get("status") or {}
-
-        # 2. how many workers: 0 when disabled or between scheduled runs
-        replicas = 0 if spec.get("disabled") else 1
         next_tick: datetime | None = None
-        if spec.get("schedule") and not spec.get("disabled"):
-            replicas, run_id, next_tick = self._schedule(cr, sts, run_id, status_extra)
 
-        # 3. children (a pending ReIntialize keeps the worker stopped until its progress is dropped)
-        reinitializing = bool(status.get("reinitialize") or status_extra.get("reinitialize"))
-        if reinitializing:
+        if unavailable_kinds(spec):
+            # 2'. a kind this version cannot run (stored before the CRD refused it): no worker at all, so nothing
+            # crash-loops; the status says UnsupportedKind with the fix (conditions.derive_status).
             replicas = 0
-        self._apply_children(cr, replicas, run_id)
-        if reinitializing and self._reinitialize(cr, status_extra):
-            run_id = _new_run()
-            status_extra["run_id"] = run_id
+            self._remove_worker(cr, sts)
+            if status.get("reinitialize") or status_extra.get("reinitialize"):
+                status_extra["reinitialize"] = None  # nothing to reset: no worker ever ran this connector
+        else:
+            # 2. how many workers: 0 when disabled or between scheduled runs
             replicas = 0 if spec.get("disabled") else 1
+            if spec.get("schedule") and not spec.get("disabled"):
+                replicas, run_id, next_tick = self._schedule(cr, sts, run_id, status_extra)
+
+            # 3. children (a pending ReIntialize keeps the worker stopped until its progress is dropped)
+            reinitializing = bool(status.get("reinitialize") or status_extra.get("reinitialize"))
+            if reinitializing:
+                replicas = 0
             self._apply_children(cr, replicas, run_id)
+            if reinitializing and self._reinitialize(cr, status_extra):
+                run_id = _new_run()
+                status_extra["run_id"] = run_id
+                replicas = 0 if spec.get("disabled") else 1
+                self._apply_children(cr, replicas, run_id)
 
         # 4. status
         pod = self.client.get_or_none(api_path("pods", namespace, naming.worker_pod_name(name)))
@@ -161,7 +170,7 @@ class Reconciler:
         patch.update(status_extra)
         if "run_id" not in patch and not status.get("run_id"):
             patch["run_id"] = run_id
-        if spec.get("disabled") or (replicas == 0 and spec.get("schedule")):
+        if spec.get("disabled") or (replicas == 0 and spec.get("schedule")) or unavailable_kinds(spec):
             # The worker is not running: what it last reported about its activity is no longer true.
             patch["lag_seconds"] = None
         history = next_history(status, patch, _now())
@@ -263,6 +272,19 @@ class Reconciler:
         objects.append(("statefulsets", sts))
         for plural, obj in objects:
             self._apply(plural, namespace, obj, cr["metadata"]["uid"])
+
+    def _remove_worker(self, cr: JsonObj, sts: JsonObj | None) -> None:
+        """Delete the worker StatefulSet of this connector, if one exists (e.g. made by an older operator); its pod
+        goes with it. Objects this connector does not own are left alone."""
+        if sts is None:
+            return
+        owners = sts["metadata"].get("ownerReferences") or []
+        if not any(o.get("uid") == cr["metadata"]["uid"] for o in owners):
+            return
+        namespace, name = cr["metadata"]["namespace"], sts["metadata"]["name"]
+        if self.client.delete(api_path("statefulsets", namespace, name), uid=sts["metadata"].get("uid")) is None:
+            return  # already gone, or replaced meanwhile (the next pass looks again)
+        self.event(cr, "Normal", "WorkerRemoved", f"Deleted worker StatefulSet {name}: its connector kind cannot run.")
 
     def _apply(self, plural: str, namespace: str, obj: JsonObj, owner_uid: str) -> None:
         path = api_path(plural, namespace, obj["metadata"]["name"])

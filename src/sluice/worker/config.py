@@ -17,6 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from sluice.errors import ConfigError, ErrorDetail
+from sluice.kinds import Part, available, unavailable, unavailable_error
 from sluice.models import Connector, SecretRef
 from sluice.models.resource import connector_from_resource
 from sluice.models.secrets import resolve_secrets
@@ -109,24 +110,14 @@ def load_connector(path: str | Path) -> Connector:
 
 
 def check_supported(connector: Connector) -> None:
-    """This worker moves PostgreSQL into PostgreSQL; say so clearly for anything else."""
-    problems: list[ErrorDetail] = []
-    if connector.source.kind != "postgres":
-        problems.append(
-            ErrorDetail(
-                ["source", connector.source.kind],
-                f"source kind {connector.source.kind!r} is not supported by this worker yet",
-                "Use a postgres source.",
-            )
-        )
-    if connector.sink.kind != "postgres":
-        problems.append(
-            ErrorDetail(
-                ["sink", connector.sink.kind],
-                f"sink kind {connector.sink.kind!r} is not supported by this worker yet",
-                "Use a postgres sink.",
-            )
-        )
+    """Refuse what this worker cannot run, naming the field and the fix.
+
+    Which kinds run is `sluice.kinds` (the list the API, the CRD and the operator refuse with too, in the same
+    words); the rest are limits of the PostgreSQL worker itself.
+    """
+    given: tuple[tuple[Part, str], ...] = (("source", connector.source.kind), ("sink", connector.sink.kind))
+    refused = [unavailable(part, kind) for part, kind in given if kind not in available(part)]
+    problems: list[ErrorDetail] = [r.detail() for r in refused]
     for side in ("source", "sink"):
         cfg = getattr(connector, side).config
         conn = getattr(cfg, "connection", None)
@@ -146,6 +137,8 @@ def check_supported(connector: Connector) -> None:
                 "Remove buffer from the spec.",
             )
         )
+    if refused and len(problems) == len(refused):
+        raise unavailable_error(refused)
     if problems:
         raise ConfigError(
             "connector cannot run: " + "; ".join(p.msg for p in problems),
