@@ -1,19 +1,24 @@
 """libpq connection parameters from a ``PostgresConnection`` (shared by the source and the sink).
 
 The spec's ``ssl_mode`` names are Sluice's; libpq has its own. TLS material given inline in the spec (PEM text)
-is written to private temporary files, because libpq only reads certificates and keys from files.
+is written to private files, because libpq only reads certificates and keys from files: each distinct PEM once per
+process (named by a hash of its content, mode 0600), in the worker's spill directory (``SLUICE_SPILL_DIR``, the
+pod's writable volume; the root filesystem is read-only) or else tempfile's default directory, and removed at exit.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 from sluice.errors import ConfigError
+from sluice.worker.spill import spill_dir
 
 __all__ = ["SSL_MODES", "conninfo_kwargs", "lock_timeout_ms"]
 
@@ -26,28 +31,37 @@ SSL_MODES: dict[str, str] = {
     "VerifyFull": "verify-full",
 }
 
-_temp_files: list[Path] = []
+#: sha256 of an inline PEM -> the file holding it (written once per process)
+_pem_files: dict[str, Path] = {}
+_pem_lock = threading.Lock()
 
 
 def _cleanup() -> None:
-    for path in _temp_files:
-        with contextlib.suppress(OSError):
-            path.unlink()
+    """Remove every PEM file this process wrote (at exit; tests call it too)."""
+    with _pem_lock:
+        for path in _pem_files.values():
+            with contextlib.suppress(OSError):
+                path.unlink()
+        _pem_files.clear()
 
 
 atexit.register(_cleanup)
 
 
 def _pem_or_path(value: str, what: str) -> str:
-    """A value that looks like PEM text is written to a 0600 temp file; anything else is taken as a file path."""
+    """A value that looks like PEM text becomes a 0600 file, one per distinct content; anything else is a path."""
     if "-----BEGIN" not in value:
         return value
-    fd, name = tempfile.mkstemp(prefix=f"sluice-{what}-", suffix=".pem")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(value)
-    Path(name).chmod(0o600)
-    _temp_files.append(Path(name))
-    return name
+    digest = hashlib.sha256(value.encode()).hexdigest()
+    with _pem_lock:
+        known = _pem_files.get(digest)
+        if known is not None and known.exists():
+            return str(known)
+        fd, name = tempfile.mkstemp(prefix=f"sluice-{what}-{digest[:12]}-", suffix=".pem", dir=spill_dir())
+        with os.fdopen(fd, "w") as fh:  # mkstemp creates the file with mode 0600
+            fh.write(value)
+        _pem_files[digest] = Path(name)
+        return name
 
 
 def _enum_value(value: Any) -> str:
