@@ -73,7 +73,7 @@ def _run(args: argparse.Namespace, reporter: Any) -> int:
         reporter.report(WorkerStatus(connector=connector.id, run_id=str(uuid.uuid4()), state="disabled"))
         return 0
 
-    from sluice.worker.fastpath.pipeline import Engine
+    from sluice.worker.engine import Engine
 
     stop = threading.Event()
 

@@ -152,7 +152,12 @@ class Op(StrEnum):
 
 @dataclass(frozen=True)
 class Begin:
-    """A source transaction starts. ``position`` is where it commits (when the source knows it up front)."""
+    """A source transaction starts.
+
+    ``position``, when the source knows it up front, is where the transaction's commit begins in the log: lower
+    than its :class:`Commit` position and not lower than the previous transaction's. A stream resumed at a stored
+    position skips a transaction whose ``position`` is lower (it is in the sink already).
+    """
 
     xid: str | None
     position: Position | None = None

@@ -38,14 +38,17 @@ class WorkerStatus:
     run_id: str
     #: start | initialize | snapshot | realtime | complete | shutdown
     state: str = "start"
-    #: start | heartbeat | complete | failed | retry
+    #: start | complete | failed | retry
     status: str = "start"
     tables: dict[str, TableProgress] = field(default_factory=dict)
     rows_copied: int = 0
     rows_applied: int = 0
     lag_bytes: int | None = None
     lag_seconds: float | None = None
-    applied_lsn: str | None = None
+    #: the source position the sink holds, in the source's own notation (an LSN, a GTID set...)
+    position: str | None = None
+    #: the sink's delivery guarantee (exactly-once, at-least-once...)
+    delivery: str | None = None
     retry_attempt: int = 0
     last_error: dict[str, Any] | None = None
 

@@ -20,20 +20,17 @@ import contextlib
 import logging
 import struct
 import tempfile
-import threading
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 import psycopg
-import psycopg2
 from psycopg import sql
 
-from sluice.errors import ConfigError, ErrorDetail, ReplicationError, SchemaChangeError, SluiceError, TransientError
-from sluice.models import Connector
-from sluice.worker.config import WorkerSettings, settings_for
+from sluice.errors import ErrorDetail, ReplicationError, SchemaChangeError, TransientError
+from sluice.worker.config import WorkerSettings
+from sluice.worker.engine import RunContext
 from sluice.worker.fastpath.applier import Applier
 from sluice.worker.fastpath.apply import (
     EncodedChanges,
@@ -53,9 +50,10 @@ from sluice.worker.sources.postgres.publication import ensure_publication, publi
 from sluice.worker.sources.postgres.slot import create_slot, drop_slot, slot_name_for, slot_position
 from sluice.worker.sources.postgres.stream import ReplicationStream
 from sluice.worker.sources.postgres.tables import SourceColumn, discover_tables, excluded_columns, load_user_types
-from sluice.worker.status import StatusReporter, TableProgress, WorkerStatus
+from sluice.worker.spill import spill_dir
+from sluice.worker.status import TableProgress
 
-__all__ = ["Engine"]
+__all__ = ["PgToPgPipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -66,83 +64,8 @@ _ROW_KINDS = frozenset(b"IUD")
 #: logical_decoding_work_mem of the replication connection (kB), unless the source sets less
 _STREAM_WORK_MEM_KB = 4096
 
-#: errors that mean "retry later", not "the spec is wrong"
-#: connection exception, insufficient resources, operator intervention (restart, shutdown), serialization/deadlock
-_TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "40")
 #: advisory lock key serializing DDL of workers that share a sink database
 _SETUP_LOCK = 0x51C3_0001
-_PERMANENT_HINTS = ("authentication failed", "does not exist", "permission denied", "no pg_hba.conf entry")
-
-
-#: connection failures that retrying cannot cure (TLS set-up, pg_hba rules), each with what to change
-_CONNECTION_FIXES = (
-    (
-        "certificate verify failed",
-        "The server's certificate is not signed by connection.ssl_root_cert: set it to the CA that issued the "
-        "server certificate (PEM), or use ssl_mode Require to encrypt without verifying.",
-    ),
-    (
-        "does not match host name",
-        "ssl_mode VerifyFull checks that connection.host is named in the server's certificate: connect by a name "
-        "the certificate lists, or use ssl_mode VerifyCa.",
-    ),
-    (
-        "no encryption",
-        "The server accepts this user only over TLS: set connection.ssl_mode to Require, VerifyCa or VerifyFull.",
-    ),
-    (
-        "server does not support SSL",
-        "The server has TLS turned off: use ssl_mode Prefer or Disable, or enable ssl on the server.",
-    ),
-    (
-        "valid client certificate",
-        "This user logs in with a client certificate: set connection.ssl_cert and ssl_key (the certificate's CN "
-        "must be the user name).",
-    ),
-    (
-        "certificate authentication failed",
-        "The client certificate's CN does not match connection.user: use the user the certificate was issued to.",
-    ),
-    (
-        "pg_hba.conf rejects connection",
-        "A pg_hba.conf rule rejects this user, database or address: ask the server's administrator for an entry.",
-    ),
-)
-
-
-def _classify(exc: BaseException) -> SluiceError:
-    if isinstance(exc, SluiceError):
-        return exc
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    for hint, fix in _CONNECTION_FIXES:
-        if hint in text:
-            return ConfigError(text, fix=fix)
-    if any(h in text for h in _PERMANENT_HINTS):
-        if text.startswith("relation ") or text.startswith("schema ") or "column " in text:
-            # An object vanished under the worker (dropped table, schema or column), not a login problem.
-            return ConfigError(
-                text,
-                fix="The object was dropped or renamed at the source or the sink: restore it, or remove it from "
-                "source.postgres.catalog, then restart the connector.",
-            )
-        if "permission denied" in text:
-            return ConfigError(text, fix="Grant the connection's user the privilege named in the message.")
-        return ConfigError(
-            text, fix="Check the connection's user, password and database, and the server's pg_hba.conf."
-        )
-    if isinstance(exc, psycopg.OperationalError | psycopg2.OperationalError | psycopg2.InterfaceError | OSError):
-        return TransientError(text)
-    code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
-    if code == "23505" and '"pg_' in text:
-        return TransientError(text)  # two sessions created the same catalog object at once: try again
-    if code and code[:2] in _TRANSIENT_SQLSTATE_CLASSES:
-        return TransientError(text)
-    if isinstance(exc, psycopg2.DatabaseError) and not code:
-        # Client-side errors of a replication connection that died under us ("no COPY in progress").
-        return TransientError(text)
-    if isinstance(exc, psycopg.errors.ObjectInUse):
-        return TransientError(text, fix="Another worker uses this connector's slot; it is retried until it is free.")
-    return ReplicationError(text, fix="See the worker log for the statement that failed.")
 
 
 @dataclass
@@ -202,14 +125,23 @@ def _nullness(not_null: bool) -> str:
     return "NOT NULL" if not_null else "NULL"
 
 
-class Engine:
-    """Runs one connector until it is stopped (``stop`` event), finished (snapshot only) or failed."""
+class PgToPgPipeline:
+    """PostgreSQL -> PostgreSQL, one attempt: set-up, snapshot, stream (see the module docstring).
 
-    def __init__(self, connector: Connector, reporter: StatusReporter, stop: threading.Event | None = None) -> None:
+    The engine (:mod:`sluice.worker.engine`) owns retries, stop and status; this class does the work for one
+    attempt, with the PostgreSQL source's and sink's connection settings.
+    """
+
+    def __init__(self, ctx: RunContext, source: Any, sink: Any) -> None:
+        connector = ctx.connector
+        self.ctx = ctx
         self.connector = connector
-        self.reporter = reporter
-        self.stop = stop or threading.Event()
-        self.settings: WorkerSettings = settings_for(connector)
+        self.reporter = ctx.reporter
+        self.stop = ctx.stop
+        self.settings: WorkerSettings = ctx.settings
+        self.status = ctx.status
+        self.pg_source = source
+        self.pg_sink = sink
         self.source = connector.source.config
         self.sink = connector.sink.config
         rt = self.source.replication_type
@@ -222,65 +154,17 @@ class Engine:
             connector.id
         )
         self.state_store = StateStore(connector.id)
-        self.status = WorkerStatus(connector=connector.id, run_id=str(uuid.uuid4()))
-        self._last_report = 0.0
-        self._progress = False
         #: keyless tables copied after the first snapshot -> their copy's position (see _copy_keyless)
         self._floors: dict[str, int] = {}
 
-    # ------------------------------------------------------------------ run / retry
-
-    def run(self) -> int:
-        """0 when stopped or finished cleanly; raises the final :class:`SluiceError` otherwise."""
-        window = self.logical.retry_window_seconds if self.logical else 300
-        first_failure: float | None = None
-        attempt = 0
-        while True:
-            try:
-                self._progress = False
-                self._run_once()
-                return 0
-            except BaseException as raw:
-                if isinstance(raw, KeyboardInterrupt | SystemExit):
-                    raise
-                exc = _classify(raw)
-                if self._progress:
-                    first_failure, attempt = None, 0
-                now = time.monotonic()
-                first_failure = first_failure or now
-                self.status.last_error = exc.as_dict()
-                if not exc.retryable or now - first_failure > window or self.stop.is_set():
-                    self.status.status = "failed"
-                    self._report(force=True)
-                    if exc.retryable and not self.stop.is_set():
-                        raise ReplicationError(
-                            f"gave up after {attempt + 1} attempts over {int(now - first_failure)}s "
-                            f"(retry_window_seconds={window}): {exc.message}",
-                            fix="Check that the source and sink are reachable; the connector resumes where it "
-                            "stopped once they are.",
-                        ) from raw
-                    if self.stop.is_set() and exc.retryable:
-                        return 0
-                    raise exc from raw
-                attempt += 1
-                self.status.status = "retry"
-                self.status.retry_attempt = attempt
-                self._report(force=True)
-                delay = min(10.0, 0.5 * (2 ** min(attempt, 5)))
-                log.warning("transient failure (attempt %d, retrying in %.1fs): %s", attempt, delay, exc.message)
-                if self.stop.wait(delay):
-                    return 0
+    def run(self) -> None:
+        self._run_once()
 
     def _report(self, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self._last_report >= 1.0:
-            self._last_report = now
-            self.reporter.report(self.status)
+        self.ctx.report(force=force)
 
     def _set_state(self, state: str, status: str = "start") -> None:
-        self.status.state = state
-        self.status.status = status
-        self._report(force=True)
+        self.ctx.set_state(state, status)
 
     # ------------------------------------------------------------------ set-up
 
@@ -373,7 +257,7 @@ class Engine:
             if tp.chunks_done >= tp.chunks_total:
                 tp.phase = "copied"
             self.status.rows_copied += rows
-            self._progress = True
+            self.ctx.progress = True
             self._report()
 
         return SnapshotCopier(
@@ -605,7 +489,7 @@ class Engine:
         if version >= 140000 and current is not None and int(current[0]) > _STREAM_WORK_MEM_KB:
             work_mem_kb = _STREAM_WORK_MEM_KB
         self.applied_lsn = start_lsn
-        self.status.applied_lsn = format_lsn(start_lsn)
+        self.status.position = format_lsn(start_lsn)
         for tp in self.status.tables.values():
             tp.phase = "streaming"
         self._set_state("realtime")
@@ -764,7 +648,7 @@ class Engine:
         if isinstance(msg, po.StreamStart):
             self._stream_xid = msg.xid
             if msg.xid not in self._spills:
-                self._spills[msg.xid] = _Spill(tempfile.TemporaryFile(prefix="sluice-tx-"))  # noqa: SIM115
+                self._spills[msg.xid] = _Spill(tempfile.TemporaryFile(prefix="sluice-tx-", dir=spill_dir()))  # noqa: SIM115
         elif isinstance(msg, po.StreamStop):
             self._stream_xid = None
         elif isinstance(msg, po.StreamAbort):
@@ -938,14 +822,7 @@ class Engine:
         if not already:
             self._flush_pending()
             self._applier.apply(EncodedChanges(table=self.tables[label], data=data, count=count, flags=flags))
-        self.status.rows_applied += count
-        tp = self.status.tables.get(label)
-        if tp is not None:
-            tp.rows_applied += count
-        self.status.rows_applied += count
-        tp = self.status.tables.get(label)
-        if tp is not None:
-            tp.rows_applied += count
+        self._count_applied(label, count)
 
     def _begin(self, commit_lsn: int, spill: _Spill | None = None) -> None:
         if self._speculating is not None and self._speculating is not spill:
@@ -1031,7 +908,7 @@ class Engine:
                 self._flush_pending([oid])
                 self._applier.apply(tc.move(old, new))  # type: ignore[arg-type]
                 self._uncommitted = True
-                self.status.rows_applied += 1
+                self._count_applied(tc.table.label, 1)
                 return
             tc.update(old, new)  # type: ignore[arg-type]
         else:
@@ -1051,10 +928,14 @@ class Engine:
             self._applier.apply(tc)
             self._pending_rows -= n
             self._uncommitted = True
-            self.status.rows_applied += n
-            tp = self.status.tables.get(tc.table.label)
-            if tp is not None:
-                tp.rows_applied += n
+            self._count_applied(tc.table.label, n)
+
+    def _count_applied(self, label: str, n: int) -> None:
+        """Count ``n`` applied changes once, for the connector and for their table."""
+        self.status.rows_applied += n
+        tp = self.status.tables.get(label)
+        if tp is not None:
+            tp.rows_applied += n
 
     def _table_changes(self, oid: int) -> TableChanges | None:
         rel = self._decoder.relations.get(oid)
@@ -1091,9 +972,9 @@ class Engine:
     def _on_sink_commit(self, end: int, commit_ts: int, sink_lsn: int) -> None:
         """Called by the applier thread once a batch committed in the sink."""
         self._unflushed.append((end, sink_lsn))
-        self.status.applied_lsn = format_lsn(end)
+        self.status.position = format_lsn(end)
         self.status.lag_seconds = max(0.0, time.time() - (_PG_EPOCH + commit_ts / 1_000_000))
-        self._progress = True
+        self.ctx.progress = True
 
     def _confirm_durable(self, stream: ReplicationStream) -> None:
         """Confirm to the slot every applied position whose sink commit has reached the sink's disk."""

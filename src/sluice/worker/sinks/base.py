@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, ClassVar
 
+from sluice.errors import SluiceError
 from sluice.models import Connector
 from sluice.worker.checkpoints import Checkpoint
 from sluice.worker.events import Change, TableSchema
@@ -61,6 +62,11 @@ class Sink(ABC):
     def __init__(self, connector: Connector) -> None:
         self.connector = connector
 
+    @classmethod
+    def classify(cls, exc: BaseException) -> SluiceError | None:
+        """This driver's errors as Sluice errors (by error code: retryable or not, with the fix); None if foreign."""
+        return None
+
     @abstractmethod
     def checks(self) -> list[Check]:
         """Connection, authentication and permissions, each with its fix."""
@@ -91,6 +97,9 @@ class Sink(ABC):
     @abstractmethod
     def apply(self, changes: Sequence[Change]) -> None:
         """Apply changes of whole source transactions (in commit order) into the open batch; not yet durable."""
+
+    def abort(self) -> None:
+        """Discard what :meth:`apply` did since the last commit, where the sink can (a stop inside a transaction)."""
 
     @abstractmethod
     def commit(self, checkpoint: Checkpoint) -> None:

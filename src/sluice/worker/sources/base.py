@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from sluice.errors import SluiceError
 from sluice.models import Connector
 from sluice.worker.events import Event, TableSchema
 from sluice.worker.positions import Position
@@ -90,6 +91,13 @@ class ChangeStream(ABC):
     def lag(self) -> Lag:
         return Lag()
 
+    def caught_up(self) -> None:
+        """Everything delivered so far is durable in the sink and nothing is pending.
+
+        The source may move past log that holds none of this connector's changes (PostgreSQL: confirm the WAL end,
+        so an idle slot retains nothing).
+        """
+
     def close(self) -> None:
         """Stop reading; called once, also after a failure."""
 
@@ -101,6 +109,26 @@ class Source(ABC):
 
     def __init__(self, connector: Connector) -> None:
         self.connector = connector
+
+    @classmethod
+    def classify(cls, exc: BaseException) -> SluiceError | None:
+        """This driver's errors as Sluice errors (by error code: retryable or not, with the fix); None if foreign."""
+        return None
+
+    @property
+    def snapshot_only(self) -> bool:
+        """No change stream: copy a snapshot and finish (a scheduled snapshot run)."""
+        return False
+
+    @property
+    def skip_snapshot(self) -> bool:
+        """Stream from now on without copying the existing rows first."""
+        return False
+
+    @property
+    def snapshot_parallelism(self) -> int:
+        """How many chunks may be read at once (connections to the source the snapshot may use)."""
+        return 1
 
     @abstractmethod
     def parse_position(self, text: str) -> Position:
