@@ -35,7 +35,7 @@ from sluice.worker.events import (
 )
 from sluice.worker.positions import Position
 from sluice.worker.sinks.base import DeliveryGuarantee, Sink, SnapshotWriter
-from sluice.worker.sources.base import Check, ChangeStream, RetainedLog, SnapshotChunk, SnapshotSession, Source
+from sluice.worker.sources.base import ChangeStream, Check, RetainedLog, SnapshotChunk, SnapshotSession, Source
 
 INT = ColumnType(TypeKind.INT, bits=64)
 TEXT = ColumnType(TypeKind.TEXT)
