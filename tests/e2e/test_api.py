@@ -298,7 +298,14 @@ def _bad_requests(namespace: str) -> list[tuple[str, str, dict[str, Any], int]]:
         ("post", url, {"content": json.dumps(SEED_BODY).encode(), "headers": {"Content-Type": "text/yaml"}}, 415),
         ("post", url, {"content": b"{" + b" " * (1024 * 1024 + 1) + b"}", "headers": json_ct}, 413),
         ("post", url, {"json": [SEED_BODY]}, 422),
-        ("post", url, {"json": body(id="")}, 422),
+        ("post", url, {"json": body(id=None)}, 422),
+        ("post", url, {"json": body(sink={"kafka": KAFKA_SINK})}, 422),
+        (
+            "post",
+            f"{url}/with-mysql",
+            {"json": body(source={"mysql": {"connection": {"host": "h", "user": "u"}}})},
+            422,
+        ),
         ("post", url, {"json": {k: v for k, v in SEED_BODY.items() if k != "id"}}, 422),
         ("post", url, {"json": two_sources}, 422),
         ("post", url, {"json": no_sink}, 422),
@@ -500,3 +507,77 @@ def test_status_and_history_written_by_the_operator_are_shown(
     assert got["run_id"] == "run-1"
     history = api.get("/api/v1/connector/history/st", params=ns, headers=editor)
     assert history.json() == {"events": [shown]}
+
+
+KAFKA_SINK: dict[str, Any] = {
+    "connection": {"brokers": ["kafka.example.svc:9092"]},
+    "format": {"debezium": {}},
+    "topic_name_template": "{prefix}.{database_or_schema}.{table}",
+}
+
+
+def test_any_body_id_is_a_placeholder(api: TestClient, namespace: str, editor: Headers, api_objects: Objects) -> None:
+    ns = {"namespace": namespace}
+    r = api.post("/api/v1/connectors", params=ns, json=body(id=""), headers=editor)  # the reference's placeholder
+    assert r.status_code == 201, r.text
+    generated = r.json()["connector"]["id"]
+    assert re.fullmatch(r"c-[a-z0-9]{10}", generated), generated
+    r = api.post("/api/v1/connectors", params=ns, json=body(id="Not A Label!"), headers=editor)
+    assert r.status_code == 201, r.text
+    assert r.json()["connector"]["id"] not in ("Not A Label!", generated)
+    r = api.post("/api/v1/connectors/mine", params=ns, json=body(id="someone-else"), headers=editor)
+    assert r.status_code == 201, r.text
+    assert r.json()["connector"]["id"] == "mine"
+    r = api.post("/api/v1/connectors/mine", params=ns, json=body(id=""), headers=editor)
+    assert r.status_code == 200, r.text
+    assert r.json()["connector"]["id"] == "mine"
+    assert "mine" in api_objects()["connectors"]
+
+
+def test_unavailable_kind_is_refused_with_the_same_words_as_kubectl(
+    api: TestClient, control_plane: ControlPlane, namespace: str, editor: Headers, api_objects: Objects
+) -> None:
+    ns = {"namespace": namespace}
+    with_kafka = body(sink={"kafka": KAFKA_SINK})
+    r = api.post("/api/v1/connectors", params=ns, json=with_kafka, headers=editor)
+    assert r.status_code == 422, r.text
+    out = r.json()
+    assert out["error"] == "UnsupportedKind"
+    assert out["message"] == "sink.kafka is not available in this version of Sluice yet; available sinks: postgres"
+    assert out["fix"] == "Use one of the available sinks, or upgrade Sluice once kafka support lands."
+    assert [d["field"] for d in out["details"]] == ["sink.kafka"]
+    assert api.post("/api/v1/connectors/k1", params=ns, json=with_kafka, headers=editor).status_code == 422
+    assert api_objects() == {"connectors": [], "secrets": []}
+
+    # kubectl apply of the same connector: the apiserver's CEL rule says the very same thing.
+    cr = {
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "Connector",
+        "metadata": {"name": "k1"},
+        "spec": {
+            "source": {
+                "postgres": {
+                    "connection": {"host": "h", "user": "u", "database": "d"},
+                    "replication_type": {"logical_replication": {}},
+                }
+            },
+            "sink": {"kafka": KAFKA_SINK},
+        },
+    }
+    result = control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(cr), check=False)
+    assert result.returncode != 0, result.stdout
+    said = " ".join(result.stderr.split())
+    assert "spec.sink.kafka" in said, said
+    assert out["message"] in said and out["fix"] in said, said
+
+    # PATCH: turning an existing connector's sink into kafka is refused; the details name sink.kafka too.
+    assert api.post("/api/v1/connectors/p2", params=ns, json=SEED_BODY, headers=editor).status_code == 201
+    merge = {**editor, "Content-Type": "application/merge-patch+json"}
+    patch = {"sink": {"postgres": None, "kafka": KAFKA_SINK}}
+    r = api.patch("/api/v1/connectors/p2", params=ns, content=json.dumps(patch), headers=merge)
+    assert r.status_code == 422, r.text
+    details = {d["field"]: d for d in r.json()["details"]}
+    assert {"sink", "sink.kafka"} <= set(details), r.text
+    assert details["sink.kafka"]["msg"] == out["message"]
+    assert details["sink.kafka"]["fix"] == out["fix"]
+    assert "postgres" in get_json(control_plane, "connector", "p2", "-n", namespace)["spec"]["sink"]
