@@ -10,6 +10,7 @@ import pytest
 
 from sluice.devstack import ControlPlane
 from sluice.devstack.processnode import ProcessNode
+from sluice.devstack.sandbox import find_bwrap
 from tests.support.cluster import poll
 
 pytestmark = pytest.mark.e2e
@@ -120,3 +121,112 @@ def test_delete_terminates_process_with_sigterm(
         message="pod sleeper gone",
     )
     assert trapped.read_text().strip() == "term"
+
+
+@pytest.fixture
+def sandbox_available() -> None:
+    """bwrap is there (under CI=true the process node already refused to start without it)."""
+    if find_bwrap() is None:
+        pytest.skip("bwrap not installed: the process node runs read-only-root pods unsandboxed (warned)")
+
+
+def _volume_dir(process_node: ProcessNode, namespace: str, pod: str, volume: str) -> Path:
+    (pod_dir,) = process_node.workdir.glob(f"pods/{namespace}_{pod}_*")
+    return pod_dir / "volumes" / volume
+
+
+@pytest.mark.usefixtures("sandbox_available")
+def test_read_only_root_filesystem_only_volumes_are_writable(
+    control_plane: ControlPlane, process_node: ProcessNode, namespace: str, tmp_path: Path
+) -> None:
+    """As under a kubelet: the root is read-only (including /tmp and HOME), the emptyDir is writable, the secret
+    volume is read-only, the API server on 127.0.0.1 is reachable, and the exit code comes through the sandbox."""
+    outside = tmp_path / "outside"
+    control_plane.kubectl("create", "secret", "generic", "ro-creds", "-n", namespace, "--from-literal=k=v")
+    script = "; ".join(
+        [
+            f"touch {outside} && echo outside=written || echo outside=refused",
+            "touch /tmp/sluice-ro-probe && echo tmp=written || echo tmp=refused",
+            'touch "$HOME/probe" && echo home=written || echo home=refused',
+            "echo hi > /data/in-volume && echo volume=written || echo volume=refused",
+            "touch /creds/new && echo secret=written || echo secret=refused",
+            'echo "secret=$(cat /creds/k)"',
+            # The API server listens on 127.0.0.1: the pod shares the host network.
+            'python3 -c "import socket, sys; from urllib.parse import urlsplit; import yaml; '
+            "u = urlsplit(yaml.safe_load(open(sys.argv[1]))['clusters'][0]['cluster']['server']); "
+            'socket.create_connection((u.hostname, u.port), 5); print(\'api=reachable\')" "$KUBECONFIG"',
+            "exit 3",
+        ]
+    )
+    spec = _pod_spec(
+        "readonly",
+        namespace,
+        script,
+        securityContext={"readOnlyRootFilesystem": True},
+        volumeMounts=[{"name": "data", "mountPath": "/data"}, {"name": "creds", "mountPath": "/creds"}],
+    )
+    spec["spec"]["volumes"] = [
+        {"name": "data", "emptyDir": {}},
+        {"name": "creds", "secret": {"secretName": "ro-creds"}},
+    ]
+    _apply(control_plane, spec)
+    pod = poll(
+        lambda: (p := _pod(control_plane, namespace, "readonly"))["status"].get("phase") == "Failed" and p,
+        timeout=60,
+        message="pod readonly Failed (it exits 3)",
+    )
+    (cs,) = pod["status"]["containerStatuses"]
+    assert cs["state"]["terminated"]["exitCode"] == 3
+    log = process_node.log_path(namespace, "readonly", "main")
+    assert log is not None
+    text = log.read_text()
+    lines = set(text.splitlines())
+    expected = {
+        "outside=refused",
+        "tmp=refused",
+        "home=refused",
+        "volume=written",
+        "secret=refused",
+        "secret=v",
+        "api=reachable",
+    }
+    assert expected <= lines, text
+    assert "Read-only file system" in text
+    assert not outside.exists()
+    assert (_volume_dir(process_node, namespace, "readonly", "data") / "in-volume").read_text() == "hi\n"
+
+
+@pytest.mark.usefixtures("sandbox_available")
+def test_sandboxed_pod_gets_sigterm_and_its_grace_period(
+    control_plane: ControlPlane, process_node: ProcessNode, namespace: str
+) -> None:
+    """The signal reaches the sandboxed command (not only bwrap), and the pod stays until the command exits."""
+    script = (
+        "trap 'sleep 1; echo term > /data/trapped; exit 0' TERM; "
+        "echo running > /data/started; while true; do sleep 0.1; done"
+    )
+    spec = _pod_spec(
+        "rosleeper",
+        namespace,
+        script,
+        restart="Always",
+        securityContext={"readOnlyRootFilesystem": True},
+        volumeMounts=[{"name": "data", "mountPath": "/data"}],
+    )
+    spec["spec"]["volumes"] = [{"name": "data", "emptyDir": {}}]
+    _apply(control_plane, spec)
+    poll(
+        lambda: _pod(control_plane, namespace, "rosleeper")["status"].get("phase") == "Running",
+        timeout=60,
+        message="pod rosleeper Running",
+    )
+    data = _volume_dir(process_node, namespace, "rosleeper", "data")
+    poll(lambda: (data / "started").exists(), timeout=30, message="sandboxed command started")
+    control_plane.kubectl("delete", "pod", "rosleeper", "-n", namespace, "--wait=false")
+    poll(
+        lambda: control_plane.kubectl("get", "pod", "rosleeper", "-n", namespace, check=False).returncode != 0,
+        timeout=60,
+        message="pod rosleeper gone",
+    )
+    # Written one second after SIGTERM: the pod was not removed before its command finished.
+    assert (data / "trapped").read_text().strip() == "term"
