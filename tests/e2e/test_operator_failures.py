@@ -7,6 +7,8 @@ have happened.
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 import re
 import secrets
@@ -14,12 +16,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 
+from sluice import kinds
 from sluice.devstack import ControlPlane
 from sluice.devstack.postgres import PostgresInstance
 from sluice.devstack.processnode import ProcessNode
-from tests.e2e.test_operator import _condition, _describe, _seed, _status, _worker_pod
-from tests.support.cluster import poll
+from tests.e2e.test_operator import _condition, _describe, _get, _seed, _status, _worker_pod
+from tests.support.cluster import CRD_PATH, poll
 from tests.support.operator import OperatorProcess, apply, connector_resource, operator_namespace, secret_resource
 from tests.support.pg import PgDatabase, require_postgres
 
@@ -155,3 +159,85 @@ def test_missing_table(
     _expect_actionable_failure(
         control_plane, process_node, sluice_operator, namespace, name, r"no_such_table", timeout=45
     )
+
+
+def _crd_without_kind_rules() -> dict[str, Any]:
+    """The shipped CRD as an older Sluice had it: every kind accepted."""
+    crd = yaml.safe_load(CRD_PATH.read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    for part in ("source", "sink"):
+        node = spec["properties"][part]
+        node["x-kubernetes-validations"] = [
+            r for r in node["x-kubernetes-validations"] if r.get("reason") != "FieldValueForbidden"
+        ]
+    return crd
+
+
+def _kafka_accepted(control_plane: ControlPlane, namespace: str, cr: dict[str, Any]) -> bool:
+    probe = copy.deepcopy(cr)
+    probe["metadata"]["name"] = "probe-" + cr["metadata"]["name"]
+    result = control_plane.kubectl(
+        "create", "--dry-run=server", "-n", namespace, "-f", "-", input=json.dumps(probe), check=False
+    )
+    return result.returncode == 0
+
+
+def test_stored_connector_of_an_unavailable_kind_gets_no_worker_and_says_why(
+    control_plane: ControlPlane,
+    process_node: ProcessNode,
+    sluice_operator: OperatorProcess,
+    namespace: str,
+    source_db: PgDatabase,
+    sink_db: PgDatabase,
+) -> None:
+    """A Connector stored while the CRD accepted every kind (an older Sluice) is not run: Ready=False
+    UnsupportedKind with the CRD's and the API's words, no StatefulSet, no pod; it can still be deleted."""
+    name = f"kafka-{secrets.token_hex(3)}"
+    cr = connector_resource(name, source_db, sink_db, f"{name}-creds")
+    cr["spec"]["sink"] = {
+        "kafka": {
+            "connection": {"brokers": ["127.0.0.1:9"]},
+            "format": {"debezium": {}},
+            "topic_name_template": "{prefix}.{database_or_schema}.{table}",
+        }
+    }
+    assert not _kafka_accepted(control_plane, namespace, cr), "the shipped CRD must refuse a kafka sink"
+    older = _crd_without_kind_rules()
+    try:
+        control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(older))
+        poll(lambda: _kafka_accepted(control_plane, namespace, cr), timeout=60, message="the older CRD served")
+        apply(control_plane, namespace, secret_resource(f"{name}-creds", source_db, sink_db), cr)
+    finally:
+        control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
+        poll(lambda: not _kafka_accepted(control_plane, namespace, cr), timeout=60, message="the shipped CRD back")
+
+    def refused() -> dict[str, Any] | None:
+        status = _status(control_plane, namespace, name)
+        return status if _condition(status, "Ready").get("reason") == "UnsupportedKind" else None
+
+    status = poll(
+        refused,
+        timeout=60,
+        message="Ready=False UnsupportedKind",
+        describe=lambda: _describe(control_plane, process_node, sluice_operator, namespace, name),
+    )
+    refusal = kinds.unavailable("sink", "kafka")
+    ready = _condition(status, "Ready")
+    assert ready["status"] == "False"
+    assert ready["message"] == refusal.text
+    assert status["status"]["type"] == "failed"
+    error = status["last_error"]
+    assert (error["reason"], error["message"], error["fix"]) == ("UnsupportedKind", refusal.message, refusal.fix)
+    assert status["sink_kind"] == "kafka"
+    # The pass that wrote this status would have created the worker before it: there is none, nor a pod.
+    assert _get(control_plane, namespace, "statefulset", f"{name}-worker") is None
+    assert _worker_pod(control_plane, namespace, name) is None
+    events = control_plane.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    assert "UnsupportedKind" in events
+
+    # Updates that leave the kind alone still pass the apiserver (validation ratcheting), so the operator can keep
+    # it annotated and its status current; and it can be deleted (the finalizer cleans the postgres source up).
+    control_plane.kubectl("annotate", "connector", name, "-n", namespace, "example.com/touched=yes")
+    control_plane.kubectl("delete", "connector", name, "-n", namespace, "--timeout=90s")
+    assert _get(control_plane, namespace, "connector", name) is None
+    assert _get(control_plane, namespace, "statefulset", f"{name}-worker") is None
