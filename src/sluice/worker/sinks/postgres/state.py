@@ -7,6 +7,12 @@ in one transaction, so after any crash the sink says precisely which source tran
 ``sluice.snapshot_chunks``: the snapshot plan (one row per chunk of each table) and which chunks are done.
 ``sluice.table_floors``: for a keyless table copied after the first snapshot, the position of its copy's snapshot:
 the stream's changes to it from transactions that committed before that position are already in the copy.
+``sluice.checkpoints``: the source-neutral form of ``connector_state`` used by the engine's sinks: the phase and the
+positions as opaque text (``Position.encode``, e.g. ``pg:0/16B3748``), so any source's positions fit. A connector
+that only has a ``connector_state`` row (written by an earlier version) gets it copied over on its first load.
+
+The PG->PG fast path keeps using ``connector_state`` with LSN integers; the generic snapshot plan stores each
+chunk's source-defined ``bounds`` (jsonb) in ``snapshot_chunks`` beside the fast path's page range.
 """
 
 from __future__ import annotations
@@ -15,8 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
+from sluice.worker.checkpoints import Checkpoint
 from sluice.worker.positions import format_lsn, parse_lsn
+from sluice.worker.sources.base import SnapshotChunk
 
 __all__ = ["Chunk", "ConnectorState", "StateStore"]
 
@@ -44,6 +53,13 @@ _DDL = [
         table_name text NOT NULL,
         floor_lsn pg_lsn NOT NULL,
         PRIMARY KEY (connector_id, table_name))""",
+    """CREATE TABLE IF NOT EXISTS sluice.checkpoints (
+        connector_id text PRIMARY KEY,
+        phase text NOT NULL,
+        position text,
+        snapshot_position text,
+        updated_at timestamptz NOT NULL DEFAULT now())""",
+    "ALTER TABLE sluice.snapshot_chunks ADD COLUMN IF NOT EXISTS bounds jsonb",
 ]
 
 
@@ -110,6 +126,8 @@ class StateStore:
         )
 
     def clear(self, conn: psycopg.Connection[Any]) -> None:
+        """Forget everything of this connector: both checkpoint forms, the plan and the floors."""
+        conn.execute("DELETE FROM sluice.checkpoints WHERE connector_id = %s", (self.connector_id,))
         conn.execute("DELETE FROM sluice.table_floors WHERE connector_id = %s", (self.connector_id,))
         conn.execute("DELETE FROM sluice.snapshot_chunks WHERE connector_id = %s", (self.connector_id,))
         conn.execute("DELETE FROM sluice.connector_state WHERE connector_id = %s", (self.connector_id,))
@@ -156,4 +174,75 @@ class StateStore:
             "UPDATE sluice.snapshot_chunks SET done = true, rows = %s WHERE connector_id = %s AND table_name = %s "
             "AND chunk_no = %s",
             (rows, self.connector_id, chunk.table_name, chunk.chunk_no),
+        )
+
+    # ---------------------------------------------------------------- source-neutral checkpoints and plans
+
+    def load_checkpoint(self, conn: psycopg.Connection[Any]) -> Checkpoint | None:
+        """This connector's checkpoint; a ``connector_state`` row of an earlier version is copied over first."""
+        row = conn.execute(
+            "SELECT phase, position, snapshot_position FROM sluice.checkpoints WHERE connector_id = %s",
+            (self.connector_id,),
+        ).fetchone()
+        if row is None:
+            row = conn.execute(
+                "INSERT INTO sluice.checkpoints (connector_id, phase, position, snapshot_position) "
+                "SELECT connector_id, phase, 'pg:' || applied_lsn::text, 'pg:' || start_lsn::text "
+                "FROM sluice.connector_state WHERE connector_id = %s "
+                "ON CONFLICT (connector_id) DO NOTHING RETURNING phase, position, snapshot_position",
+                (self.connector_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        return Checkpoint(phase=row[0], position=row[1], snapshot_position=row[2])
+
+    def save_checkpoint(self, conn: psycopg.Connection[Any], checkpoint: Checkpoint) -> None:
+        """Write the checkpoint in the caller's transaction (``done_chunks`` live in ``snapshot_chunks`` here)."""
+        conn.execute(
+            "INSERT INTO sluice.checkpoints (connector_id, phase, position, snapshot_position) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (connector_id) DO UPDATE SET phase = EXCLUDED.phase, "
+            "position = EXCLUDED.position, snapshot_position = EXCLUDED.snapshot_position, updated_at = now()",
+            (self.connector_id, checkpoint.phase, checkpoint.position, checkpoint.snapshot_position),
+        )
+
+    def save_chunks(self, conn: psycopg.Connection[Any], chunks: list[SnapshotChunk]) -> None:
+        """Replace the plan with ``chunks`` (keyed by the chunk's table label and index; ``bounds`` as jsonb).
+
+        ``lo_page``/``hi_page`` are filled from bounds of that name when the source uses page ranges (0/NULL
+        otherwise), so the columns the fast path reads stay valid.
+        """
+        conn.execute("DELETE FROM sluice.snapshot_chunks WHERE connector_id = %s", (self.connector_id,))
+        with conn.cursor().copy(
+            "COPY sluice.snapshot_chunks (connector_id, table_name, chunk_no, source_table, lo_page, hi_page, "
+            "done, bounds) FROM STDIN"
+        ) as copy:
+            for c in chunks:
+                lo = c.bounds.get("lo_page")
+                hi = c.bounds.get("hi_page")
+                copy.write_row(
+                    (
+                        self.connector_id,
+                        c.table,
+                        c.index,
+                        c.table,
+                        lo if isinstance(lo, int) else 0,
+                        hi if isinstance(hi, int) else None,
+                        c.done,
+                        Jsonb(c.bounds),
+                    )
+                )
+
+    def load_chunks(self, conn: psycopg.Connection[Any]) -> list[SnapshotChunk]:
+        rows = conn.execute(
+            "SELECT table_name, chunk_no, bounds, done FROM sluice.snapshot_chunks WHERE connector_id = %s "
+            "ORDER BY table_name, chunk_no",
+            (self.connector_id,),
+        ).fetchall()
+        return [SnapshotChunk(table=r[0], index=r[1], bounds=dict(r[2] or {}), done=bool(r[3])) for r in rows]
+
+    def mark_chunk_done(self, conn: psycopg.Connection[Any], chunk: SnapshotChunk, rows: int) -> None:
+        conn.execute(
+            "UPDATE sluice.snapshot_chunks SET done = true, rows = %s WHERE connector_id = %s AND table_name = %s "
+            "AND chunk_no = %s",
+            (rows, self.connector_id, chunk.table, chunk.index),
         )
