@@ -39,6 +39,7 @@ import yaml
 
 from sluice.models.resource import API_VERSION, KIND
 from sluice.operator import naming
+from sluice.worker.checkpoints.store import checkpoint_configmap_name
 
 __all__ = [
     "CONFIG_KEY",
@@ -187,7 +188,8 @@ def service_account(cr: JsonObj) -> JsonObj:
 
 
 def role(cr: JsonObj) -> JsonObj:
-    """Least privilege for one worker: its own Connector, by name, nothing else."""
+    """Least privilege for one worker: its own Connector and its own checkpoint ConfigMap, by name; the one
+    exception is ``create`` on configmaps, which Kubernetes cannot limit by name."""
     connector, _ = _meta(cr)
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -202,6 +204,16 @@ def role(cr: JsonObj) -> JsonObj:
                 "resources": ["connectors/status"],
                 "resourceNames": [connector],
                 "verbs": ["get", "patch"],
+            },
+            # Create its checkpoint ConfigMap (sinks without a transaction keep their position there). A create
+            # cannot be limited by resourceNames: the name is in the body, unknown when the request is authorized.
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+            # Read and replace its own checkpoint ConfigMap, by name (clearing it is an update, not a delete).
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": [checkpoint_configmap_name(connector)],
+                "verbs": ["get", "update"],
             },
         ],
     }
