@@ -10,6 +10,7 @@ import pytest
 
 from sluice import kinds
 from sluice.devstack.podenv import EnvError, expand, resolve_env
+from sluice.models.status import ConnectorStatus
 from sluice.operator.conditions import Observed, SlotInfo, derive_status
 from sluice.operator.schedule import next_run
 from sluice.worker.k8s_status import status_patch
@@ -172,8 +173,12 @@ def test_worker_status_patch() -> None:
         retry_attempt=2,
         tables={"public.t": TableProgress(phase="copied", rows_copied=10)},
         last_error={"error": "Transient", "message": "connection reset", "fix": "wait"},
+        position="0/16B3748",
+        delivery="exactly-once",
     )
     patch = status_patch(ws, pod="c-worker-0", run_id="operator-run")
+    assert patch["position"] == "0/16B3748" and patch["delivery"] == "exactly-once"
+    ConnectorStatus.model_validate(patch)  # every field the worker writes is in the CRD's status schema
     assert patch["run_id"] == "operator-run"
     assert patch["status"] == {"type": "retry", "attempt": 2, "reason": "connection reset"}
     assert patch["tables"][0]["phase"] == "snapshotted"

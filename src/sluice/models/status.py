@@ -232,9 +232,13 @@ class ConnectorStatus(StatusModel):
     rows_applied: int | None = None
     """Changes applied to the sink since the stream started."""
     lag_bytes: int | None = None
-    """WAL bytes between the source's current position and the position confirmed by the sink."""
+    """Log bytes between the source's current position and the position the sink holds (PostgreSQL: WAL)."""
     lag_seconds: float | None = None
     """Seconds between the newest source commit and the time the sink applied it (0 when idle and caught up)."""
+    position: str | None = None
+    """The source position the sink holds, in the source's notation (PostgreSQL: an LSN such as 0/16B3748)."""
+    delivery: str | None = None
+    """The sink's delivery guarantee: exactly-once, or at-least-once (with idempotency keys where the sink has them)."""
     restarts: int | None = None
     """Worker restarts since the connector was created."""
     last_restart_time: datetime | None = None

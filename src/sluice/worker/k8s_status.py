@@ -60,6 +60,8 @@ def status_patch(status: WorkerStatus, *, pod: str | None = None, run_id: str | 
         "rows_applied": status.rows_applied,
         "lag_bytes": status.lag_bytes,
         "lag_seconds": status.lag_seconds,
+        "position": status.position,
+        "delivery": status.delivery,
         "worker_reported_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     # ``last_error`` is the latest error: a report without one leaves the previous error visible (with its time).
