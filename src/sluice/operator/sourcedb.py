@@ -1,13 +1,14 @@
-"""The only SQL the operator runs on a source: how far behind the slot is, and dropping what Sluice created.
+"""What the operator asks of a connector's databases while no worker runs — through the worker's Source/Sink code.
 
-Kept apart from the handlers (reconcile logic never builds SQL). The worker owns replication; the operator touches
-the source only when no worker runs: to say how much WAL a disabled connector's slot retains, and, in the delete
-finalizer, to drop the slot (always Sluice's: ``sluice_<id>``) and the publication — only when Sluice created it
-(``publication_name`` unset in the spec); a user-provided publication is left alone.
+The operator runs no SQL of its own: it resolves the Connector's secrets, builds the same
+:class:`~sluice.worker.sources.base.Source` the worker would (:func:`sluice.worker.registry.source_for`), and asks
+it: how much log its slot retains (:meth:`Source.retained`, for a disabled connector's status), and, in the delete
+finalizer and for ReIntialize, to drop what Sluice created (:meth:`Source.cleanup`: the slot, and the publication
+only when Sluice created it — a user-provided ``publication_name`` is left alone).
 
-Credentials: these two jobs need the source password, so the operator resolves ``*_secret_ref`` by reading the
-Secret (in memory, for the duration of one connection; never logged, stored or put in status). The worker never
-gets values from the operator: its pod mounts the Secrets itself.
+Credentials: these jobs need the source password, so the operator resolves ``*_secret_ref`` by reading the Secret
+(in memory, for the duration of one call; never logged, stored or put in status). The worker never gets values from
+the operator: its pod mounts the Secrets itself.
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ from typing import Any
 
 import psycopg
 
-from sluice.errors import ConfigError, NotFoundError, TransientError
+from sluice.errors import ConfigError, NotFoundError, SluiceError, TransientError
 from sluice.k8s.jsonclient import JsonClient, api_path
 from sluice.models import Connector, SecretRef
 from sluice.models.resource import connector_from_resource
 from sluice.models.secrets import resolve_secrets
 from sluice.operator.conditions import SlotInfo
-from sluice.worker.cleanup import drop_on
+from sluice.worker import registry
 from sluice.worker.sinks.postgres.state import StateStore
+from sluice.worker.sources.base import Source
 from sluice.worker.sources.postgres.connection import conninfo_kwargs
 from sluice.worker.sources.postgres.slot import slot_name_for
 
@@ -48,12 +50,10 @@ def slot_name(cr: JsonObj) -> str:
     return slot_name_for(cr["metadata"]["name"])
 
 
-def _connect_kwargs(client: JsonClient, cr: JsonObj, part: str = "source") -> dict[str, Any] | None:
-    """libpq kwargs for a postgres source (or sink, ``part="sink"``), or None for other kinds."""
+def _resolved(client: JsonClient, cr: JsonObj) -> Connector:
+    """The Connector of ``cr`` with its secret references replaced by the Secrets' values (in memory only)."""
     namespace = cr["metadata"]["namespace"]
     connector: Connector = connector_from_resource(cr)
-    if getattr(connector, part).kind != "postgres":
-        return None
 
     def lookup(ref: SecretRef) -> str:
         secret = client.get_or_none(api_path("secrets", namespace, ref.name))
@@ -64,40 +64,40 @@ def _connect_kwargs(client: JsonClient, cr: JsonObj, part: str = "source") -> di
             raise NotFoundError(f"Secret {ref.name!r} has no key {ref.key!r}")
         return base64.b64decode(data[ref.key]).decode()
 
-    resolved = resolve_secrets(connector, lookup)
-    kwargs = conninfo_kwargs(getattr(resolved, part).config.connection, application_name="sluice-operator")
-    kwargs["connect_timeout"] = 5
-    return kwargs
+    resolved: Connector = resolve_secrets(connector, lookup)
+    return resolved
 
 
-def _connect(client: JsonClient, cr: JsonObj) -> psycopg.Connection[Any] | None:
-    kwargs = _connect_kwargs(client, cr)
-    if kwargs is None:
-        return None
+def _source(client: JsonClient, cr: JsonObj) -> Source | None:
+    """The connector's Source, or None when this operator has no source class of that kind."""
+    connector = _resolved(client, cr)
     try:
-        return psycopg.connect(**kwargs, autocommit=True)
-    except psycopg.Error as exc:
-        raise TransientError(f"cannot connect to the source: {str(exc).strip().splitlines()[0]}") from exc
+        cls = registry.source_class(connector.source.kind)
+    except ConfigError:
+        return None
+    return cls(connector)
 
 
 def slot_info(client: JsonClient, cr: JsonObj) -> SlotInfo:
-    """How far behind the connector's slot is (``pg_current_wal_lsn() - restart_lsn``), never raising."""
+    """What the connector's slot retains (``pg_current_wal_lsn() - restart_lsn``), never raising."""
     name = slot_name(cr)
     try:
-        conn = _connect(client, cr)
-        if conn is None:
-            return SlotInfo(name=name)
-        with conn:
-            row = conn.execute(
-                "SELECT active, (pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_replication_slots "
-                "WHERE slot_name = %s",
-                (name,),
-            ).fetchone()
-    except (TransientError, NotFoundError, ConfigError, psycopg.Error) as exc:
-        return SlotInfo(name=name, error=str(exc).splitlines()[0])
-    if row is None:
-        return SlotInfo(name=name, exists=False)
-    return SlotInfo(name=name, exists=True, active=bool(row[0]), lag_bytes=int(row[1] or 0))
+        source = _source(client, cr)
+    except SluiceError as exc:
+        return SlotInfo(name=name, error=exc.message.splitlines()[0])
+    if source is None:
+        return SlotInfo(name=name)
+    try:
+        retained = source.retained()
+    finally:
+        source.close()
+    if retained.error is not None:
+        return SlotInfo(name=retained.name, error=retained.error.splitlines()[0])
+    if not retained.exists:
+        return SlotInfo(name=retained.name, exists=False)
+    return SlotInfo(
+        name=retained.name, exists=True, active=retained.active, lag_bytes=int(retained.retained_bytes or 0)
+    )
 
 
 def drop_replication_state(client: JsonClient, cr: JsonObj) -> CleanupResult:
@@ -108,15 +108,19 @@ def drop_replication_state(client: JsonClient, cr: JsonObj) -> CleanupResult:
     )
     name = slot_name(cr)
     try:
-        conn = _connect(client, cr)
-    except (NotFoundError, ConfigError) as exc:
-        raise TransientError(f"cannot clean up the source: {exc}") from exc
-    if conn is None:
-        return CleanupResult(False, False, None)
-    with conn:
-        # A worker that is still shutting down may hold the slot: its WAL sender is ended first (force).
-        dropped = drop_on(conn, connector_id=cr["metadata"]["name"], own_publication=not user_publication, force=True)
-    slot_dropped = f"slot {name}" in dropped
+        source = _source(client, cr)
+        if source is None:
+            return CleanupResult(False, False, None)
+        try:
+            # A worker that is still shutting down may hold the slot: its WAL sender is ended first (force).
+            dropped = source.cleanup(force=True)
+        finally:
+            source.close()
+    except TransientError:
+        raise
+    except SluiceError as exc:
+        raise TransientError(f"cannot clean up the source: {exc.message}", fix=exc.fix) from exc
+    slot_dropped = any(d.startswith("slot ") for d in dropped)
     publication_dropped = any(d.startswith("publication ") for d in dropped)
     log.info(
         "connector %s/%s: slot %s %s, publication %s",
@@ -136,12 +140,21 @@ def forget_progress(client: JsonClient, cr: JsonObj) -> None:
     worker starts from a fresh snapshot. Only called while no worker runs. Raises TransientError if a database
     cannot be reached (the operator retries on its timer)."""
     drop_replication_state(client, cr)
+    _reset_sink(client, cr)
+
+
+def _reset_sink(client: JsonClient, cr: JsonObj) -> None:
+    # TODO(sink reset): once sluice.worker.sinks.postgres.sink.PostgresSink exists, replace the body below with
+    #     sink = registry.sink_for(connector); try: sink.reset() finally: sink.close()
+    # (mapping non-transient SluiceErrors to TransientError as drop_replication_state does). Until then this calls
+    # the PostgreSQL sink's own StateStore, which is what reset() will do; no SQL is written here either way.
     try:
-        kwargs = _connect_kwargs(client, cr, "sink")
+        connector = _resolved(client, cr)
     except (NotFoundError, ConfigError) as exc:
-        raise TransientError(f"cannot reach the sink to reset progress: {exc}") from exc
-    if kwargs is None:
+        raise TransientError(f"cannot reach the sink to reset progress: {exc.message}") from exc
+    if connector.sink.kind != "postgres":
         return
+    kwargs = conninfo_kwargs(connector.sink.config.connection, application_name="sluice-operator")
     kwargs["connect_timeout"] = 5
     try:
         with psycopg.connect(**kwargs, autocommit=True) as conn:
