@@ -233,7 +233,13 @@ class ConfigMapCheckpointStore(CheckpointStore):
         if not self._known:
             self._remember(*self._read())
         if self._object is None:
-            return  # nothing was ever stored
+            # Nothing stored as far as this store knows: make sure no other writer stored something meanwhile.
+            obj, current = self._read()
+            if current is not None and current not in self._attempted:
+                raise self._conflict(obj, "it was created after this worker found none")
+            if obj is None or current is None:
+                return
+            self._remember(obj, current)  # our own earlier save landed without an answer: clear it
         self._write(None)
 
     def _write(self, text: str | None) -> None:
@@ -348,7 +354,7 @@ class ConfigMapCheckpointStore(CheckpointStore):
         self._owner_uid = str(uid) if uid else None
         return self._owner_uid
 
-    def _conflict(self, obj: dict[str, Any] | None, cause: Exception) -> ConflictError:
+    def _conflict(self, obj: dict[str, Any] | None, cause: Exception | str) -> ConflictError:
         writer = ((obj or {}).get("metadata") or {}).get("annotations", {}).get(ANNOTATION_WRITER)
         by = f" by {writer}" if writer and writer != self._writer else ""
         return ConflictError(
