@@ -12,7 +12,8 @@ Children of a Connector ``<c>`` (all owned by it, so deleting the Connector garb
   ``sluice.worker.config`` reads them), so the operator never reads a credential, and files keep values out of
   the process environment.
 - ServiceAccount + Role + RoleBinding ``<c>-worker``: the Role names the one Connector in ``resourceNames``,
-  so a worker can read its own spec and patch its own status and nothing else.
+  so a worker can read its own spec and patch its own status, and keep its checkpoint in the ConfigMap
+  ``<c>-checkpoint`` (sinks without a transaction of their own); nothing else.
 - StatefulSet ``<c>-worker`` with at most one replica, running ``sluice worker``. Its root filesystem is
   read-only; the one writable place is the ``spill`` emptyDir at ``/var/spill/sluice`` (``SLUICE_SPILL_DIR`` and
   ``TMPDIR`` point there), where large streamed transactions are spilled.
