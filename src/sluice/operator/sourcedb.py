@@ -1,10 +1,12 @@
 """What the operator asks of a connector's databases while no worker runs — through the worker's Source/Sink code.
 
 The operator runs no SQL of its own: it resolves the Connector's secrets, builds the same
-:class:`~sluice.worker.sources.base.Source` the worker would (:func:`sluice.worker.registry.source_for`), and asks
-it: how much log its slot retains (:meth:`Source.retained`, for a disabled connector's status), and, in the delete
-finalizer and for ReIntialize, to drop what Sluice created (:meth:`Source.cleanup`: the slot, and the publication
-only when Sluice created it — a user-provided ``publication_name`` is left alone).
+:class:`~sluice.worker.sources.base.Source` and :class:`~sluice.worker.sinks.base.Sink` the worker would
+(:mod:`sluice.worker.registry`), and asks them: how much log the slot retains (:meth:`Source.retained`, for a
+disabled connector's status); in the delete finalizer and for ReIntialize, to drop what Sluice created
+(:meth:`Source.cleanup`: the slot, and the publication only when Sluice created it — a user-provided
+``publication_name`` is left alone); and for ReIntialize, to forget the progress kept in the sink
+(:meth:`Sink.reset`).
 
 Credentials: these jobs need the source password, so the operator resolves ``*_secret_ref`` by reading the Secret
 (in memory, for the duration of one call; never logged, stored or put in status). The worker never gets values from
@@ -27,9 +29,7 @@ from sluice.models.resource import connector_from_resource
 from sluice.models.secrets import resolve_secrets
 from sluice.operator.conditions import SlotInfo
 from sluice.worker import registry
-from sluice.worker.sinks.postgres.state import StateStore
 from sluice.worker.sources.base import Source
-from sluice.worker.sources.postgres.connection import conninfo_kwargs
 from sluice.worker.sources.postgres.slot import slot_name_for
 
 __all__ = ["CleanupResult", "drop_replication_state", "forget_progress", "slot_info", "slot_name"]
@@ -144,22 +144,21 @@ def forget_progress(client: JsonClient, cr: JsonObj) -> None:
 
 
 def _reset_sink(client: JsonClient, cr: JsonObj) -> None:
-    # TODO(sink reset): once sluice.worker.sinks.postgres.sink.PostgresSink exists, replace the body below with
-    #     sink = registry.sink_for(connector); try: sink.reset() finally: sink.close()
-    # (mapping non-transient SluiceErrors to TransientError as drop_replication_state does). Until then this calls
-    # the PostgreSQL sink's own StateStore, which is what reset() will do; no SQL is written here either way.
+    """The sink forgets the connector's progress (:meth:`Sink.reset <sluice.worker.sinks.base.Sink.reset>`)."""
     try:
         connector = _resolved(client, cr)
-    except (NotFoundError, ConfigError) as exc:
-        raise TransientError(f"cannot reach the sink to reset progress: {exc.message}") from exc
-    if connector.sink.kind != "postgres":
-        return
-    kwargs = conninfo_kwargs(connector.sink.config.connection, application_name="sluice-operator")
-    kwargs["connect_timeout"] = 5
-    try:
-        with psycopg.connect(**kwargs, autocommit=True) as conn:
-            store = StateStore(cr["metadata"]["name"])
-            store.ensure(conn)
-            store.clear(conn)
-    except psycopg.Error as exc:
+        try:
+            cls = registry.sink_class(connector.sink.kind)
+        except ConfigError:
+            return  # no sink class of that kind here: nothing of ours to reset
+        sink = cls(connector)
+        try:
+            sink.reset()
+        finally:
+            sink.close()
+    except TransientError:
+        raise
+    except SluiceError as exc:
+        raise TransientError(f"cannot reset progress in the sink: {exc.message}", fix=exc.fix) from exc
+    except psycopg.Error as exc:  # the PostgreSQL sink lets its driver's errors through unclassified
         raise TransientError(f"cannot reset progress in the sink: {str(exc).strip().splitlines()[0]}") from exc
