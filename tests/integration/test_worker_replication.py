@@ -264,7 +264,8 @@ def test_schema_change_refused_stops_with_a_clear_condition(
     source_db: PgDatabase, sink_db: PgDatabase, make_connector_config: MakeConfig, run_worker: RunWorker
 ) -> None:
     source_db.psql("CREATE TABLE s (id int PRIMARY KEY, a int); INSERT INTO s VALUES (1, 1);")
-    cfg = make_connector_config(limits={"cdc": {"flush_interval_ms": 50}})
+    # An explicit empty list allows nothing (an omitted migration_strategy would apply Add).
+    cfg = make_connector_config(migration_strategy={"allowed": []}, limits={"cdc": {"flush_interval_ms": 50}})
     worker = run_worker(cfg)
     worker.wait_for_status(realtime)
     source_db.psql(

@@ -22,15 +22,15 @@ import struct
 import tempfile
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 import psycopg
-from psycopg import sql
 
-from sluice.errors import ErrorDetail, ReplicationError, SchemaChangeError, TransientError
+from sluice.errors import ReplicationError, SchemaChangeError, TransientError
 from sluice.worker.config import WorkerSettings
 from sluice.worker.engine import RunContext
+from sluice.worker.events import Column, ColumnType, SchemaChange, TableId, TableSchema, TypeKind
 from sluice.worker.fastpath.applier import Applier
 from sluice.worker.fastpath.apply import (
     EncodedChanges,
@@ -42,11 +42,18 @@ from sluice.worker.fastpath.apply import (
 from sluice.worker.fastpath.snapshot import SnapshotCopier, plan_chunks
 from sluice.worker.positions import format_lsn, parse_lsn
 from sluice.worker.sinks.postgres.ddl import SinkTable, ensure_key, ensure_table, ensure_types, sink_columns
+from sluice.worker.sinks.postgres.schema_change import (
+    apply_schema_change,
+    backfill,
+    finish_backfill,
+    plan_schema_change,
+)
 from sluice.worker.sinks.postgres.state import ConnectorState, StateStore
 from sluice.worker.sources.postgres import pgoutput as po
 from sluice.worker.sources.postgres.connection import conninfo_kwargs, pool_size
 from sluice.worker.sources.postgres.preflight import preflight
 from sluice.worker.sources.postgres.publication import ensure_publication, publication_name_for, publication_tables
+from sluice.worker.sources.postgres.schema_changes import backfill_rows, existing_values
 from sluice.worker.sources.postgres.slot import create_slot, drop_slot, slot_name_for, slot_position
 from sluice.worker.sources.postgres.stream import ReplicationStream
 from sluice.worker.sources.postgres.tables import SourceColumn, discover_tables, excluded_columns, load_user_types
@@ -1013,7 +1020,6 @@ class PgToPgPipeline:
             return
         excluded = excluded_columns(self.source.catalog, rel.namespace, rel.name)
         wanted = [c for c in rel.columns if c.name not in excluded]
-        have = {c.name: c for c in table.columns}
         not_null = dict(
             self.src.execute(
                 "SELECT a.attname, a.attnotnull FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
@@ -1022,86 +1028,46 @@ class PgToPgPipeline:
                 (rel.namespace, rel.name),
             ).fetchall()
         )
-        changes: list[tuple[str, str, sql.Composed]] = []  # (kind, description, DDL)
-        t = table.ident
-        new_cols: list[SourceColumn] = []
-        for c in wanted:
-            type_sql = self._source_type(c.type_oid, c.type_modifier)
-            nn = bool(not_null.get(c.name, False))
-            ident = sql.Identifier(c.name)
-            old = have.get(c.name)
-            if old is None:
-                changes.append(
-                    (
-                        "Add",
-                        f"column {c.name} {type_sql} added",
-                        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(t, ident, sql.SQL(type_sql)),
-                    )
+        schema = TableSchema(
+            table=TableId(rel.namespace, rel.name),
+            columns=tuple(
+                Column(
+                    c.name,
+                    ColumnType(
+                        TypeKind.NATIVE, native=self._source_type(c.type_oid, c.type_modifier), dialect="postgres"
+                    ),
+                    nullable=not not_null.get(c.name, False),
                 )
-                new_cols.append(SourceColumn(c.name, type_sql, c.type_oid, False, False, True))
-                continue
-            col = old
-            if old.type_sql != type_sql:
-                changes.append(
-                    (
-                        "Datatype",
-                        f"column {c.name} type {old.type_sql} -> {type_sql}",
-                        sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}::{}").format(
-                            t, ident, sql.SQL(type_sql), ident, sql.SQL(type_sql)
-                        ),
-                    )
-                )
-                col = SourceColumn(c.name, type_sql, c.type_oid, old.not_null, False, old.text_compare)
-            if nn != old.not_null and c.name not in table.key:
-                changes.append(
-                    (
-                        "Nullability",
-                        f"column {c.name} {_nullness(nn)} (was {_nullness(old.not_null)})",
-                        sql.SQL("ALTER TABLE {} ALTER COLUMN {} {} NOT NULL").format(
-                            t, ident, sql.SQL("SET" if nn else "DROP")
-                        ),
-                    )
-                )
-                col = SourceColumn(col.name, col.type_sql, col.type_oid, nn, col.binary_safe, col.text_compare)
-            new_cols.append(col)
-        wanted_names = {c.name for c in wanted}
-        for name in have:
-            if name not in wanted_names:
-                changes.append(
-                    (
-                        "Drop",
-                        f"column {name} dropped",
-                        sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}").format(t, sql.Identifier(name)),
-                    )
-                )
+                for c in wanted
+            ),
+            key=tuple(table.key),
+        )
         # Changes pending under the old shape go first.
         self._flush_pending([rel.oid])
         self._pending.pop(rel.oid, None)
-        if changes:
-            self._applier.sync()
-            strategy = self.sink.migration_strategy
-            allowed = (
-                set()
-                if strategy is None or strategy.disable_all
-                else {str(getattr(k, "value", k)) for k in strategy.allowed}
-            )
-            refused = [c for c in changes if c[0] not in allowed]
-            if refused:
-                what = "; ".join(c[1] for c in refused)
-                kinds = sorted({c[0] for c in refused})
-                err = SchemaChangeError(
-                    f"source table {rel.namespace}.{rel.name} changed: {what}; migration_strategy does not allow "
-                    f"{', '.join(kinds)}",
-                    fix=f"Add {', '.join(kinds)} to sink.postgres.migration_strategy.allowed (and make sure "
-                    f"disable_all is false), or change sink table {table.label} by hand to match, then restart "
-                    "the connector; nothing after the last applied transaction is lost.",
-                    details=[ErrorDetail(["sink", "postgres", "migration_strategy", "allowed"], what)],
-                )
-                self.status.tables[table.label].phase = "failed"
-                self.status.tables[table.label].error = err.message
-                raise err
-            for _kind, desc, ddl in changes:
-                log.info("applying schema change to %s: %s", table.label, desc)
-                self.snk.execute(ddl)
-            self._uncommitted = True
-            table.columns = new_cols
+        steps = plan_schema_change(table, schema)
+        if not steps:
+            return
+        self._applier.sync()
+        added = [s.column for s in steps if s.kind == "Add"]
+        # What rows that were there before hold in added columns (a constant, or values to copy by key).
+        change = SchemaChange(schema=schema, existing=existing_values(self.src, rel.namespace, rel.name, added))
+        try:
+            apply_schema_change(self.snk, table, change, self.sink.migration_strategy)
+        except SchemaChangeError as err:
+            self.status.tables[table.label].phase = "failed"
+            self.status.tables[table.label].error = err.message
+            raise
+        per_row = [name for name, ev in change.existing.items() if ev.per_row]
+        if per_row and table.key:
+            # The source's current values: any later change of these rows still follows in the stream.
+            n = 0
+            for rows in backfill_rows(
+                self.src, rel.namespace, rel.name, table.key, per_row, self.settings.snapshot_max_buffer_rows
+            ):
+                n += backfill(self.snk, table, per_row, rows)
+            finish_backfill(self.snk, table, change)
+            log.info("%s: %s of %d existing rows copied from the source", table.label, "/".join(per_row), n)
+        oids = {c.name: c.type_oid for c in wanted}  # source OIDs, as _same_shape compares them
+        table.columns = [replace(c, type_oid=oids.get(c.name, c.type_oid)) for c in table.columns]
+        self._uncommitted = True
