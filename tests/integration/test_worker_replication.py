@@ -118,7 +118,7 @@ def test_changes_then_restart_exactly_once(
     )
     worker = run_worker(cfg)
     wait_tables_equal(source_db, sink_db, {"acc": ("id",)}, sink_schema="replica")
-    applied = sink_db.scalar("SELECT applied_lsn::text FROM sluice.connector_state")
+    applied = sink_db.scalar("SELECT position FROM sluice.checkpoints")
     slot = source_db.scalar(
         "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE database = current_database()"
     )

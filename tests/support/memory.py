@@ -154,8 +154,7 @@ class MemorySource(Source):
     def __init__(self, connector: Connector | None = None) -> None:
         self.connector = connector  # type: ignore[assignment]
 
-    @classmethod
-    def classify(cls, exc: BaseException) -> SluiceError | None:
+    def classify(self, exc: BaseException) -> SluiceError | None:
         return TransientError(str(exc)) if isinstance(exc, ConnectionError) else None
 
     def parse_position(self, text: str) -> Position:

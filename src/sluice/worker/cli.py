@@ -1,4 +1,8 @@
-"""``sluice worker --config FILE [--status-file FILE]``: run one connector.
+"""``sluice worker --config FILE [--status-file FILE] [--cleanup | --reset]``: run one connector.
+
+``--cleanup`` and ``--reset`` are one-shot actions through the same Source/Sink code the worker runs (what the
+operator's finalizer and ReIntialize do): drop the replication slot and Sluice's publication; with ``--reset`` also
+forget the progress stored in the sink.
 
 Exit codes: 0 when stopped by SIGTERM/SIGINT after flushing (or when a snapshot-only run finished), 2 for an
 invalid spec, 1 for any other failure. The last status line says why.
@@ -27,6 +31,17 @@ log = logging.getLogger("sluice.worker")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="connector spec (YAML or JSON; a body or a Connector resource)")
     parser.add_argument("--status-file", default=None, help="append status JSON lines here instead of stdout")
+    once = parser.add_mutually_exclusive_group()
+    once.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="one shot: drop what the connector created at its source (replication slot, own publication), then exit",
+    )
+    once.add_argument(
+        "--reset",
+        action="store_true",
+        help="one shot: --cleanup, and forget the progress kept in the sink, so the next run starts with a snapshot",
+    )
 
 
 def _configure_logging() -> None:
@@ -54,6 +69,34 @@ def run(args: argparse.Namespace) -> int:
             close()  # flush the last report (a failure) before the process exits
 
 
+def _one_shot(connector: Any, *, reset: bool) -> int:
+    """``--cleanup`` / ``--reset``: the same Source and Sink code the worker runs, one action, a JSON line."""
+    from sluice.worker import registry
+
+    try:
+        source = registry.source_for(connector)
+        try:
+            dropped = source.cleanup(force=True)
+        finally:
+            source.close()
+        if reset:
+            sink = registry.sink_for(connector)
+            try:
+                sink.reset()
+            finally:
+                sink.close()
+    except SluiceError as exc:
+        print(json.dumps(exc.as_dict()), file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    except Exception as exc:
+        classified = registry.source_for(connector).classify(exc)
+        err = classified or SluiceError(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+        print(json.dumps(err.as_dict()), file=sys.stderr)
+        return 2 if isinstance(err, ConfigError) else 1
+    print(json.dumps({"connector": connector.id, "dropped": dropped, "progress_reset": reset}))
+    return 0
+
+
 def _run(args: argparse.Namespace, reporter: Any) -> int:
     from sluice.worker.status import WorkerStatus
 
@@ -69,6 +112,8 @@ def _run(args: argparse.Namespace, reporter: Any) -> int:
     from sluice import logs
 
     logs.bind_connector(connector.id)
+    if getattr(args, "cleanup", False) or getattr(args, "reset", False):
+        return _one_shot(connector, reset=bool(getattr(args, "reset", False)))
     if connector.disabled:
         reporter.report(WorkerStatus(connector=connector.id, run_id=str(uuid.uuid4()), state="disabled"))
         return 0

@@ -126,8 +126,10 @@ class Engine:
 
     def _run_once(self) -> None:
         source = self.source_class(self.connector)
+        self._ends: tuple[Source | Sink, ...] = (source,)
         try:
             sink = self.sink_class(self.connector)
+            self._ends = (sink, source)  # the sink recognises its own connections; the source takes the rest
             try:
                 self.pipeline(source, sink).run()
             finally:
@@ -139,7 +141,8 @@ class Engine:
         """The driver's own classification (by error code), through whichever end recognises the error."""
         if isinstance(exc, SluiceError):
             return exc
-        for end in (self.source_class, self.sink_class):
+        ends: tuple[Source | Sink, ...] = getattr(self, "_ends", ())
+        for end in ends:
             classified = end.classify(exc)
             if classified is not None:
                 return classified

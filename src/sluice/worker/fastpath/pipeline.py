@@ -3,7 +3,7 @@
 Exactly once rests on three rules:
 
 1. The sink commits only at source transaction boundaries, and the commit carries the end LSN of the last source
-   transaction it contains (``sluice.connector_state.applied_lsn``, written in the same sink transaction).
+   transaction it contains (``sluice.checkpoints.position``, written in the same sink transaction).
 2. The slot is told "flushed" only for positions whose sink commit is durable (the sink commits asynchronously
    for latency, then the worker waits for the sink's WAL flush position to pass the commit before confirming).
 3. On start the stream resumes at max(slot confirmed_flush, sink applied_lsn), and any transaction whose commit
@@ -368,8 +368,8 @@ class PgToPgPipeline:
             raise ReplicationError(
                 f"replication slot {self.slot_name} is gone, so changes made since position "
                 f"{format_lsn(state.applied_lsn)} cannot be read any more",
-                fix="Re-initialize the connector (a new snapshot), e.g. delete its row in sluice.connector_state "
-                "in the sink and restart.",
+                fix="Re-initialize the connector (ReIntialize command, or the sluice.dev/command annotation) to take "
+                "a new snapshot.",
             )
         resumable = state is not None and exists and state.phase in ("snapshot", "streaming")
         if resumable and state is not None and state.phase == "snapshot":

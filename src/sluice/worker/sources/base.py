@@ -110,8 +110,7 @@ class Source(ABC):
     def __init__(self, connector: Connector) -> None:
         self.connector = connector
 
-    @classmethod
-    def classify(cls, exc: BaseException) -> SluiceError | None:
+    def classify(self, exc: BaseException) -> SluiceError | None:
         """This driver's errors as Sluice errors (by error code: retryable or not, with the fix); None if foreign."""
         return None
 

@@ -119,11 +119,21 @@ class PostgresSink(Sink):
         strategy: MigrationStrategy | None = self.config.migration_strategy
         return strategy
 
-    @classmethod
-    def classify(cls, exc: BaseException) -> SluiceError | None:
-        if isinstance(exc, psycopg.Error):
-            return classify_pg(exc, side="sink")
-        return None
+    def classify(self, exc: BaseException) -> SluiceError | None:
+        """Errors of this sink's connections (psycopg 3 errors carry the connection they came from)."""
+        if not isinstance(exc, psycopg.Error):
+            return None
+        pgconn = getattr(exc, "pgconn", None)
+        if pgconn is None:
+            return None
+        try:
+            where = (pgconn.host.decode(), pgconn.port.decode(), pgconn.db.decode())
+        except (AttributeError, UnicodeDecodeError, psycopg.OperationalError):
+            return None
+        kw = self.kwargs
+        if where != (str(kw.get("host")), str(kw.get("port")), str(kw.get("dbname"))):
+            return None
+        return classify_pg(exc, side="sink", conninfo=self.kwargs)
 
     # ------------------------------------------------------------------ checks
 

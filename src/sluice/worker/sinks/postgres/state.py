@@ -3,16 +3,16 @@
 Keeping them in the sink is what makes apply exactly-once: a batch of changes and the position it reached commit
 in one transaction, so after any crash the sink says precisely which source transactions it already holds.
 
-``sluice.connector_state``: one row per connector (phase, slot, the snapshot's consistent point, the applied LSN).
+``sluice.checkpoints``: one row per connector: the phase and the positions as opaque text (``Position.encode``,
+e.g. ``pg:0/16B3748``), so any source's positions fit — the snapshot's consistent point and the last source commit
+the sink holds. ``sluice.connector_state`` (LSN columns) is what earlier versions wrote; a connector that only has
+such a row gets it copied over on its first load.
 ``sluice.snapshot_chunks``: the snapshot plan (one row per chunk of each table) and which chunks are done.
 ``sluice.table_floors``: for a keyless table copied after the first snapshot, the position of its copy's snapshot:
 the stream's changes to it from transactions that committed before that position are already in the copy.
-``sluice.checkpoints``: the source-neutral form of ``connector_state`` used by the engine's sinks: the phase and the
-positions as opaque text (``Position.encode``, e.g. ``pg:0/16B3748``), so any source's positions fit. A connector
-that only has a ``connector_state`` row (written by an earlier version) gets it copied over on its first load.
-
-The PG->PG fast path keeps using ``connector_state`` with LSN integers; the generic snapshot plan stores each
-chunk's source-defined ``bounds`` (jsonb) in ``snapshot_chunks`` beside the fast path's page range.
+The PG->PG fast path reads and writes the same checkpoint through LSN integers (``load``/``save``/``set_applied``);
+the general flow's snapshot plan stores each chunk's source-defined ``bounds`` (jsonb) in ``snapshot_chunks``
+beside the fast path's page range.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from sluice.worker.checkpoints import Checkpoint
-from sluice.worker.positions import format_lsn, parse_lsn
+from sluice.worker.positions import Lsn, format_lsn, parse_lsn
 from sluice.worker.sources.base import SnapshotChunk
 
 __all__ = ["Chunk", "ConnectorState", "StateStore"]
@@ -66,6 +66,7 @@ _DDL = [
 @dataclass
 class ConnectorState:
     phase: str  # 'snapshot' (copying), 'streaming', 'complete' (snapshot-only run finished)
+    #: set when the run streams (it has a slot and a snapshot position); None for snapshot-only runs
     slot_name: str | None
     start_lsn: int
     applied_lsn: int
@@ -91,38 +92,36 @@ class StateStore:
         for stmt in _DDL:
             conn.execute(stmt)
 
+    # The PG->PG fast path speaks LSN integers; they are stored as the same source-neutral checkpoint the general
+    # flow uses (``sluice.checkpoints``, positions as ``pg:<LSN>`` text), so either path resumes the other's work.
+
     def load(self, conn: psycopg.Connection[Any]) -> ConnectorState | None:
-        row = conn.execute(
-            "SELECT phase, slot_name, start_lsn::text, applied_lsn::text FROM sluice.connector_state "
-            "WHERE connector_id = %s",
-            (self.connector_id,),
-        ).fetchone()
-        if row is None:
+        checkpoint = self.load_checkpoint(conn)
+        if checkpoint is None:
             return None
         return ConnectorState(
-            phase=row[0], slot_name=row[1], start_lsn=parse_lsn(row[2]), applied_lsn=parse_lsn(row[3])
+            phase=checkpoint.phase,
+            slot_name="stream" if checkpoint.snapshot_position else None,
+            start_lsn=Lsn.decode(checkpoint.snapshot_position).value if checkpoint.snapshot_position else 0,
+            applied_lsn=Lsn.decode(checkpoint.position).value if checkpoint.position else 0,
         )
 
     def save(self, conn: psycopg.Connection[Any], state: ConnectorState) -> None:
-        conn.execute(
-            "INSERT INTO sluice.connector_state (connector_id, phase, slot_name, start_lsn, applied_lsn) "
-            "VALUES (%s, %s, %s, %s::pg_lsn, %s::pg_lsn) ON CONFLICT (connector_id) DO UPDATE SET "
-            "phase = EXCLUDED.phase, slot_name = EXCLUDED.slot_name, start_lsn = EXCLUDED.start_lsn, "
-            "applied_lsn = EXCLUDED.applied_lsn, updated_at = now()",
-            (
-                self.connector_id,
-                state.phase,
-                state.slot_name,
-                format_lsn(state.start_lsn),
-                format_lsn(state.applied_lsn),
+        streams = state.slot_name is not None
+        self.save_checkpoint(
+            conn,
+            Checkpoint(
+                phase=state.phase,
+                position=Lsn(state.applied_lsn).encode() if streams else None,
+                snapshot_position=Lsn(state.start_lsn).encode() if streams else None,
             ),
         )
 
     def set_applied(self, conn: psycopg.Connection[Any], lsn: int) -> None:
         """The position write that commits with each applied batch."""
         conn.execute(
-            "UPDATE sluice.connector_state SET applied_lsn = %s::pg_lsn, updated_at = now() WHERE connector_id = %s",
-            (format_lsn(lsn), self.connector_id),
+            "UPDATE sluice.checkpoints SET position = %s, updated_at = now() WHERE connector_id = %s",
+            (Lsn(lsn).encode(), self.connector_id),
         )
 
     def clear(self, conn: psycopg.Connection[Any]) -> None:

@@ -30,8 +30,9 @@ import psycopg2
 from psycopg import sql
 from psycopg.adapt import AdaptersMap
 
-from sluice.errors import ConfigError, ReplicationError, SluiceError, SourceSetupError, TransientError
+from sluice.errors import ConfigError, ReplicationError, SluiceError, TransientError
 from sluice.models import Connector
+from sluice.worker.drivers.postgres.errors import classify as classify_pg
 from sluice.worker.events import Column, Commit, Event, ExistingValues, TableId, TableSchema
 from sluice.worker.positions import Lsn, Position
 from sluice.worker.sources.base import (
@@ -43,7 +44,7 @@ from sluice.worker.sources.base import (
     SnapshotSession,
     Source,
 )
-from sluice.worker.sources.postgres.connection import conninfo_kwargs
+from sluice.worker.sources.postgres.connection import conninfo_kwargs, pool_size
 from sluice.worker.sources.postgres.decode import EventDecoder, SchemaSource
 from sluice.worker.sources.postgres.preflight import raise_failed, source_checks
 from sluice.worker.sources.postgres.publication import ensure_publication, publication_name_for, publication_tables
@@ -61,45 +62,22 @@ _CONNECTION = ("source", "postgres", "connection")
 _REINIT_FIX = (
     "Re-initialize the connector (ReIntialize command / sluice.dev/command annotation) to take a new snapshot."
 )
-#: SQLSTATE classes that mean "retry later": connection exception, insufficient resources, operator intervention
-#: (restart, shutdown), transaction rollback (serialization, deadlock)
-_TRANSIENT_CLASSES = ("08", "53", "57", "40")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def classify(exc: psycopg.Error | psycopg2.Error, doing: str) -> SluiceError:
-    """A driver error as a Sluice error, by SQLSTATE (never by message text)."""
-    code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None) or ""
-    what = f"{doing}: {_first_line(exc)}"
-    if code in ("28P01", "28000"):
-        return ConfigError(
-            what,
-            fix="Check source.postgres.connection.user and its password (or password_secret_ref), and that "
-            "pg_hba.conf admits this user from the worker's address.",
-        )
-    if code == "3D000":
-        return ConfigError(what, fix="Check source.postgres.connection.database: the database does not exist.")
-    if code in ("42501",):
-        return SourceSetupError(what, fix="Grant the source user the privilege named in the message.")
-    if code == "55006":  # object_in_use: the slot is streamed by another process
-        return TransientError(what, fix="At most one worker may stream from a slot: wait for the other to stop.")
-    if code == "42704":  # undefined_object: the slot is gone
-        return ReplicationError(what, fix=_REINIT_FIX)
-    if not code or code[:2] in _TRANSIENT_CLASSES:
-        # No SQLSTATE: the connection itself failed (refused, reset, timed out).
-        return TransientError(what, fix="Check that the source database is reachable; Sluice retries.")
-    return ReplicationError(what)
+def classify(exc: BaseException, doing: str, conninfo: dict[str, Any] | None = None) -> SluiceError:
+    """A driver error as a Sluice error (by SQLSTATE: ``drivers.postgres.errors``), saying what was being done."""
+    err = classify_pg(exc, side="source", conninfo=conninfo)
+    if isinstance(exc, SluiceError):
+        return err
+    wrapped: SluiceError = type(err)(f"{doing}: {err.message}", fix=err.fix, details=err.details)
+    return wrapped
 
 
 def connect(kwargs: dict[str, Any], *, autocommit: bool = True) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(**kwargs, autocommit=autocommit)
     except psycopg.Error as exc:
-        raise classify(exc, f"cannot connect to the source {kwargs.get('host')}:{kwargs.get('port')}") from exc
+        raise classify(exc, f"cannot connect to the source {kwargs.get('host')}:{kwargs.get('port')}", kwargs) from exc
 
 
 class PostgresSource(Source):
@@ -126,6 +104,28 @@ class PostgresSource(Source):
         self._conn: psycopg.Connection[Any] | None = None
         self._types: TypeCatalog | None = None
         self._lock = threading.RLock()
+
+    def classify(self, exc: BaseException) -> SluiceError | None:
+        if isinstance(exc, psycopg.Error | psycopg2.Error | OSError):
+            err: SluiceError = classify_pg(exc, side="source", conninfo=self.kwargs)
+            return err
+        return None
+
+    @property
+    def snapshot_only(self) -> bool:
+        return self.logical is None
+
+    @property
+    def skip_snapshot(self) -> bool:
+        return bool(self.logical is not None and self.logical.skip_snapshots)
+
+    @property
+    def snapshot_parallelism(self) -> int:
+        if not self.config.parallel_snapshots_enabled:
+            return 1
+        if self.config.connection.max_pool_size:
+            return max(1, int(self.config.connection.max_pool_size) - 1)
+        return min(int(pool_size(self.config.connection, 3)), 8)
 
     # ------------------------------------------------------------------------------------------------ connection
 
