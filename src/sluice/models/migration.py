@@ -30,7 +30,7 @@ class MigrationStrategy(SluiceModel):
 
     allowed: list[MigrationKind] = Field(default_factory=list)
     """Kinds of change applied automatically: Add (new column), Drop (dropped column), Datatype (column type
-    change), Nullability (NOT NULL added or removed), Order (column order). Any other change stops the connector
-    with a condition naming the change."""
+    change), Nullability (NOT NULL added or removed), Order (column order). The list is exact: any other change
+    stops the connector with a condition naming the change. Without a migration_strategy, Add alone is applied."""
     disable_all: bool = False
     """When true no schema change is applied, whatever `allowed` says: every change stops the connector."""

@@ -128,10 +128,6 @@ class _Spill:
                 return
 
 
-def _nullness(not_null: bool) -> str:
-    return "NOT NULL" if not_null else "NULL"
-
-
 class PgToPgPipeline:
     """PostgreSQL -> PostgreSQL, one attempt: set-up, snapshot, stream (see the module docstring).
 
@@ -243,7 +239,8 @@ class PgToPgPipeline:
         for name, (type_sql, not_null) in existing.items():
             src_col = by_name.get(name)
             if src_col is not None and src_col.type_sql == type_sql:
-                cols.append(src_col)
+                # The sink's own nullability: a change the sink has not applied yet must still show as one.
+                cols.append(replace(src_col, not_null=not_null))
             else:
                 cols.append(SourceColumn(name, type_sql, 0, not_null, False, src_col.text_compare if src_col else True))
         table.columns = cols
