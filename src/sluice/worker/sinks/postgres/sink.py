@@ -19,11 +19,10 @@ what the PG->PG fast path needs of the sink.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -38,30 +37,18 @@ from sluice.worker.events import Change, Column, RowChange, SchemaChange, TableS
 from sluice.worker.sinks.base import DeliveryGuarantee, Sink, SnapshotWriter
 from sluice.worker.sinks.postgres.ddl import SinkTable, ensure_key, ensure_schema, ensure_types, sink_columns
 from sluice.worker.sinks.postgres.rows import RowApplier, Target, copy_rows, upsert_rows
+from sluice.worker.sinks.postgres.schema_change import apply_schema_change
 from sluice.worker.sinks.postgres.state import StateStore
 from sluice.worker.sinks.postgres.types import pg_type, resolve_type, text_compare, user_enums
 from sluice.worker.sources.base import Check, SnapshotChunk
 from sluice.worker.sources.postgres.connection import conninfo_kwargs
 
-__all__ = ["PostgresSink", "PostgresSnapshotWriter", "schema_change_applier"]
+__all__ = ["PostgresSink", "PostgresSnapshotWriter"]
 
 log = logging.getLogger(__name__)
 
 #: advisory lock key serializing DDL of workers that share a sink database (the fast path uses the same key)
 SETUP_LOCK = 0x51C3_0001
-
-SchemaChangeApplier = Callable[[psycopg.Connection[Any], SinkTable, SchemaChange, MigrationStrategy | None], None]
-
-
-def schema_change_applier() -> SchemaChangeApplier:
-    """``schema_change.apply_schema_change`` when that module exists, else the basic one beside this module."""
-    try:
-        module = importlib.import_module("sluice.worker.sinks.postgres.schema_change")
-    except ModuleNotFoundError as exc:
-        if exc.name != "sluice.worker.sinks.postgres.schema_change":
-            raise
-        module = importlib.import_module("sluice.worker.sinks.postgres.schema_change_basic")
-    return cast(SchemaChangeApplier, module.apply_schema_change)
 
 
 def _connect(kwargs: dict[str, Any]) -> psycopg.Connection[Any]:
@@ -258,7 +245,7 @@ class PostgresSink(Sink):
             previous = TableSchema(
                 table=schema.table, columns=tuple(c for c in schema.columns if c.name in existing), key=schema.key
             )
-            schema_change_applier()(conn, table, SchemaChange(schema=schema, previous=previous), self.strategy)
+            apply_schema_change(conn, table, SchemaChange(schema=schema, previous=previous), self.strategy)
             table.columns = self._describe(conn, schema, target_schema).columns
         self.tables[label] = table
         self.schemas[label] = schema
@@ -381,7 +368,7 @@ class PostgresSink(Sink):
         if table is None:
             self._prepare_table(conn, schema)  # a table appeared: created in this transaction
             return
-        schema_change_applier()(conn, table, change, self.strategy)
+        apply_schema_change(conn, table, change, self.strategy)
         # The SinkTable object is shared (the fast path holds it): update it in place.
         described = self._describe(conn, schema, table.schema)
         table.columns = described.columns
