@@ -23,6 +23,7 @@ Per batch (whole source transactions, or a chunk of one huge transaction inside 
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -226,12 +227,12 @@ def _statements(table: SinkTable) -> _Statements:
 
 
 _FLUSH_BYTES = 1 << 20
-#: (backend pid, stage name) of staging tables that exist; temp tables live as long as their session
-_CREATED_STAGES: set[tuple[int, str]] = set()
 #: dead rows a staging table may hold before it is truncated instead of emptied with DELETE
 _STAGE_DEAD_ROWS = 5_000
-#: (backend pid, stage name) -> rows deleted from that staging table since it was last truncated
-_STAGE_DEAD: dict[tuple[int, str], int] = {}
+#: per sink connection: stage name -> rows deleted from it since it was last truncated. Temp tables live as long as
+#: their session, so the cache lives exactly as long as the connection object (a reconnect, even one that gets the
+#: same backend PID, starts with none).
+_STAGES: weakref.WeakKeyDictionary[Any, dict[str, int]] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -287,11 +288,9 @@ def encode_table_changes(changes: TableChanges) -> list[EncodedChanges]:
     return out
 
 
-def forget_stages(backend_pid: int) -> None:
+def forget_stages(conn: psycopg.Connection[Any]) -> None:
     """The session's staging tables were rolled back with the transaction that created them: create them anew."""
-    for created in [c for c in _CREATED_STAGES if c[0] == backend_pid]:
-        _CREATED_STAGES.discard(created)
-        _STAGE_DEAD.pop(created, None)
+    _STAGES.pop(conn, None)
 
 
 def _empty_stage(conn: psycopg.Connection[Any], st: _Statements, rows: int) -> None:
@@ -301,14 +300,14 @@ def _empty_stage(conn: psycopg.Connection[Any], st: _Statements, rows: int) -> N
     apply time of a single-row transaction. A DELETE of a few rows costs a twentieth of that but leaves dead rows,
     and nothing vacuums temp tables; so small batches DELETE until the dead rows add up, then one TRUNCATE.
     """
-    stage = (conn.info.backend_pid, st.stage_name)
-    dead = _STAGE_DEAD.get(stage, 0) + rows
+    stages = _STAGES.setdefault(conn, {})
+    dead = stages.get(st.stage_name, 0) + rows
     if dead > _STAGE_DEAD_ROWS:
         conn.execute(st.truncate_stage)
-        _STAGE_DEAD[stage] = 0
+        stages[st.stage_name] = 0
     else:
         conn.execute(st.delete_stage)
-        _STAGE_DEAD[stage] = dead
+        stages[st.stage_name] = dead
 
 
 def apply_table_changes(conn: psycopg.Connection[Any], changes: TableChanges) -> int:
@@ -338,10 +337,10 @@ def _write_copy(conn: psycopg.Connection[Any], statement: sql.Composed, data: by
 
 
 def _ensure_stage(conn: psycopg.Connection[Any], st: _Statements) -> None:
-    created = (conn.info.backend_pid, st.stage_name)
-    if created not in _CREATED_STAGES:
+    stages = _STAGES.setdefault(conn, {})
+    if st.stage_name not in stages:
         conn.execute(st.create_stage)
-        _CREATED_STAGES.add(created)
+        stages[st.stage_name] = 0
 
 
 def _apply_direct(conn: psycopg.Connection[Any], enc: EncodedChanges, st: _Statements) -> None:

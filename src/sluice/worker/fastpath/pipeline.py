@@ -815,7 +815,7 @@ class PgToPgPipeline:
         if current.applied:
             self._applier.sync()
             self.snk.rollback()
-            forget_stages(self.snk.info.backend_pid)  # temporary staging tables created since were rolled back
+            forget_stages(self.snk)  # temporary staging tables created since were rolled back
             current.applied = 0
 
     def _apply_encoded_chunk(self, label: str, flags: int, count: int, data: bytes, *, already: bool = False) -> None:
