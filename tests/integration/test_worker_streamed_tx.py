@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.pg import PgDatabase, WorkerProcess, table_diff
+from tests.support.pg import PgDatabase, WorkerProcess, table_diff, wait_tables_equal
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -139,3 +139,25 @@ def test_streamed_transaction_applied_ahead_then_aborted_or_interleaved(
         big.execute("COMMIT")
         wait_equal("after the last commit")
     assert worker.stop() == 0
+
+
+def test_rows_applied_counts_each_change_once(
+    source_db: PgDatabase,
+    sink_db: PgDatabase,
+    make_connector_config: Callable[..., Path],
+    run_worker: Callable[..., WorkerProcess],
+) -> None:
+    """Streamed chunks were counted twice, and a key move was missing from its table's count."""
+    source_db.psql("CREATE TABLE cnt (id int PRIMARY KEY, doc text NOT NULL); INSERT INTO cnt VALUES (0, 'zero');")
+    source_db.execute(f"ALTER DATABASE \"{source_db.name}\" SET logical_decoding_work_mem = '64kB'")
+    worker = run_worker(make_connector_config(limits={"cdc": {"flush_interval_ms": 50}}))
+    worker.wait_for_status(lambda s: s.get("state") == "realtime")
+    # 3,000 inserts in one streamed transaction, then one key move in a plain one: 3,001 changes.
+    source_db.psql("INSERT INTO cnt SELECT g, repeat('x', 200) FROM generate_series(1, 3000) g;")
+    source_db.psql("UPDATE cnt SET id = -1 WHERE id = 0;")
+    wait_tables_equal(source_db, sink_db, {"cnt": ("id",)})
+    assert worker.stop() == 0
+    final = worker.last_status()  # the shutdown report carries the final counts
+    assert final is not None and final["state"] == "shutdown"
+    assert final["rows_applied"] == 3001
+    assert final["tables"]["public.cnt"]["rows_applied"] == 3001
