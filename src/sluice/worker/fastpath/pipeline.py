@@ -27,7 +27,7 @@ from typing import IO, Any
 
 import psycopg
 
-from sluice.errors import ReplicationError, SchemaChangeError, TransientError
+from sluice.errors import ConfigError, ReplicationError, SchemaChangeError, TransientError
 from sluice.worker.config import WorkerSettings
 from sluice.worker.engine import RunContext
 from sluice.worker.events import Column, ColumnType, SchemaChange, TableId, TableSchema, TypeKind
@@ -73,6 +73,19 @@ _STREAM_WORK_MEM_KB = 4096
 
 #: advisory lock key serializing DDL of workers that share a sink database
 _SETUP_LOCK = 0x51C3_0001
+
+
+def _spill_file() -> IO[bytes]:
+    """A new spill file in the spill directory; a directory that cannot take one is a set-up error, not transient."""
+    try:
+        return tempfile.TemporaryFile(prefix="sluice-tx-", dir=spill_dir())
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create a spill file for a large transaction in {spill_dir() or 'the temporary directory'}: "
+            f"{exc.strerror or exc}",
+            fix="Give the worker a writable spill directory: SLUICE_SPILL_DIR (in a pod, the operator mounts the "
+            "'spill' emptyDir volume there); the root filesystem of a worker pod is read-only.",
+        ) from exc
 
 
 @dataclass
@@ -652,7 +665,7 @@ class PgToPgPipeline:
         if isinstance(msg, po.StreamStart):
             self._stream_xid = msg.xid
             if msg.xid not in self._spills:
-                self._spills[msg.xid] = _Spill(tempfile.TemporaryFile(prefix="sluice-tx-", dir=spill_dir()))  # noqa: SIM115
+                self._spills[msg.xid] = _Spill(_spill_file())
         elif isinstance(msg, po.StreamStop):
             self._stream_xid = None
         elif isinstance(msg, po.StreamAbort):

@@ -106,7 +106,7 @@ class PostgresSource(Source):
         self._lock = threading.RLock()
 
     def classify(self, exc: BaseException) -> SluiceError | None:
-        if isinstance(exc, psycopg.Error | psycopg2.Error | OSError):
+        if isinstance(exc, psycopg.Error | psycopg2.Error):
             err: SluiceError = classify_pg(exc, side="source", conninfo=self.kwargs)
             return err
         return None
