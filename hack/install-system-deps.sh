@@ -3,7 +3,9 @@
 # tools (initdb, pg_ctl, psql, pgbench) and pgcopydb (a benchmark peer). `runuser` (util-linux) lets a root test
 # session start PostgreSQL as the `postgres` OS user, which the server package creates. gcc and the Python headers
 # compile the worker's optional C speedup (sluice._speedups) when pip installs the package. bubblewrap (`bwrap`) lets
-# the process node give a container with readOnlyRootFilesystem a read-only root, as a kubelet does.
+# the process node give a container with readOnlyRootFilesystem a read-only root, as a kubelet does. mariadb-server
+# is the MariaDB source of the MySQL-source tests (MySQL 8 itself comes from hack/install-mysql.sh); pgloader is the
+# MySQL -> PostgreSQL benchmark peer.
 #
 # Idempotent: installs only what is missing, runs `apt-get update` at most once and only when something must be
 # installed. Works as root, or through sudo when not root. Prints what it does.
@@ -19,6 +21,8 @@ declare -A WANT=(
   [gcc]=gcc
   [Python.h]=python3-dev
   [bwrap]=bubblewrap
+  [mariadbd]=mariadb-server
+  [pgloader]=pgloader
 )
 
 have_initdb() {
@@ -32,6 +36,7 @@ have() {
     # the headers of the interpreter that builds the venv (a pyenv or other own build ships them itself)
     Python.h) "${PYTHON:-python3}" -c 'import os, sysconfig, sys
 sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' ;;
+    mariadbd) command -v mariadbd >/dev/null || [[ -x /usr/sbin/mariadbd ]] ;;
     *) command -v "$1" >/dev/null ;;
   esac
 }
