@@ -89,7 +89,7 @@ class MySqlInstance:
     port: int = 0
     host: str = "127.0.0.1"
     admin_user: str = "admin"
-    admin_password: str = "sluice-admin-pw"  # test credentials only
+    admin_password: str = "sluice-admin-pw"  # noqa: S105 (test credentials only)
     server_id: int = field(default_factory=lambda: random.randint(1000, 2**31))  # noqa: S311
     #: extra ``--name=value`` server options
     options: dict[str, str] = field(default_factory=dict)
@@ -170,7 +170,7 @@ class MySqlInstance:
                 f"--lc-messages-dir={base / 'share'}",
                 f"--log-error={self.log_file}",
             ]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False)  # noqa: S603
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False)
         if done.returncode != 0:
             raise MySqlError(f"{argv[0]} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}\n{self.log_tail()}")
 
@@ -224,7 +224,7 @@ class MySqlInstance:
                 self.port = free_port()
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
-            self._proc = subprocess.Popen(  # noqa: S603
+            self._proc = subprocess.Popen(
                 self._server_argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
             )
             if self._wait_ready(60):
