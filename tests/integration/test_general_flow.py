@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.integration import test_schema_changes as schema_changes
 from tests.integration import test_worker_replication as replication
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -36,3 +37,16 @@ test_inserted_keys_the_sink_already_has_become_upserts = (
     replication.test_inserted_keys_the_sink_already_has_become_upserts
 )
 test_small_batches_cover_every_merge_kind = replication.test_small_batches_cover_every_merge_kind
+
+test_added_columns_with_constant_defaults_fill_existing_rows = (
+    schema_changes.test_added_columns_with_constant_defaults_fill_existing_rows
+)
+test_added_columns_with_volatile_defaults_copy_each_rows_value = (
+    schema_changes.test_added_columns_with_volatile_defaults_copy_each_rows_value
+)
+test_each_kind_is_applied_when_allowed_and_refused_otherwise = (
+    schema_changes.test_each_kind_is_applied_when_allowed_and_refused_otherwise
+)
+test_omitted_strategy_applies_add_and_refuses_drop_with_the_fix = (
+    schema_changes.test_omitted_strategy_applies_add_and_refuses_drop_with_the_fix
+)

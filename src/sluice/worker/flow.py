@@ -325,12 +325,31 @@ class _Streaming:
     def _change(self, change: Change) -> None:
         if isinstance(change, SchemaChange):
             self.flow.tables[change.schema.table.label] = change.schema
+            per_row = [name for name, existing in change.existing.items() if existing.per_row]
+            if per_row:
+                self.batch.append(change)
+                self._backfill(change, per_row)
+                return
         self.batch.append(change)
         if isinstance(change, RowChange):
             self.batch_rows += 1
         if len(self.batch) >= self.ctx.settings.cdc_max_buffer_rows:
             # Bounded memory: into the open sink batch; it commits at a source commit.
             self._apply()
+
+    def _backfill(self, change: SchemaChange, columns: list[str]) -> None:
+        """Columns added with a per-row default: the rows the sink already holds get the source's values.
+
+        The change is applied first (the columns exist), then the source's current values by key, all in the open
+        sink batch. Reading the source now, ahead of the stream, converges: every later change of those rows is
+        still to come in the stream and is applied after.
+        """
+        self._apply()
+        batch_rows = self.ctx.settings.cdc_max_buffer_rows
+        for rows in self.flow.source.backfill_rows(change.schema, columns, batch_rows):
+            self.sink.backfill(change, columns, rows)
+        self.sink.finish_backfill(change)
+        self.tx_applied = self.in_tx
 
     def _apply(self) -> None:
         if not self.batch:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from sluice.errors import SluiceError
 from sluice.models import Connector
 from sluice.worker.checkpoints import Checkpoint
-from sluice.worker.events import Change, TableSchema
+from sluice.worker.events import Change, SchemaChange, TableSchema
 from sluice.worker.positions import Position
 from sluice.worker.sources.base import Check, SnapshotChunk
 
@@ -96,6 +96,14 @@ class Sink(ABC):
     @abstractmethod
     def apply(self, changes: Sequence[Change]) -> None:
         """Apply changes of whole source transactions (in commit order) into the open batch; not yet durable."""
+
+    def backfill(self, change: SchemaChange, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+        """Fill ``columns`` (just added by ``change``) of rows the sink holds, by key, from ``rows`` =
+        ``(key..., columns...)`` — into the open batch. Rows the sink lacks are left alone. Sinks that keep no rows
+        (a log, an HTTP receiver) ignore it."""
+
+    def finish_backfill(self, change: SchemaChange) -> None:
+        """After every backfill row of ``change`` arrived (e.g. set NOT NULL where the source has it)."""
 
     def abort(self) -> None:
         """Discard what :meth:`apply` did since the last commit, where the sink can (a stop inside a transaction)."""

@@ -170,6 +170,12 @@ class Source(ABC):
     def stream(self, start: Position, tables: list[TableSchema]) -> ChangeStream:
         """Changes of ``tables`` from ``start`` on."""
 
+    def backfill_rows(self, table: TableSchema, columns: list[str], batch_rows: int) -> Iterator[list[tuple[Any, ...]]]:
+        """``(key..., columns...)`` of every current row of ``table``: the values of columns just added with a
+        per-row default (``ExistingValues.per_row``), for sinks that hold rows and must fill them in. Values are in
+        the source's text form or Python values; the sink casts them to the column's type. None by default."""
+        return iter(())
+
     @abstractmethod
     def retained(self) -> RetainedLog:
         """What the source retains for this connector (never raises: errors are in the result)."""

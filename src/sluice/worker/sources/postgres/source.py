@@ -48,7 +48,7 @@ from sluice.worker.sources.postgres.connection import conninfo_kwargs, pool_size
 from sluice.worker.sources.postgres.decode import EventDecoder, SchemaSource
 from sluice.worker.sources.postgres.preflight import raise_failed, source_checks
 from sluice.worker.sources.postgres.publication import ensure_publication, publication_name_for, publication_tables
-from sluice.worker.sources.postgres.schema_changes import existing_values
+from sluice.worker.sources.postgres.schema_changes import backfill_rows, existing_values
 from sluice.worker.sources.postgres.slot import create_slot, drop_slot, slot_name_for, slot_position
 from sluice.worker.sources.postgres.stream import ReplicationStream
 from sluice.worker.sources.postgres.tables import SourceTable, discover_tables, excluded_columns
@@ -386,6 +386,11 @@ class PostgresSource(Source):
                 raise classify(exc, f"cannot read the values of columns added to {schema.table.label}") from exc
 
     # ------------------------------------------------------------------------------------------------ retention
+
+    def backfill_rows(self, table: TableSchema, columns: list[str], batch_rows: int) -> Iterator[list[tuple[Any, ...]]]:
+        """PostgreSQL text values, read under one snapshot through a server-side cursor (see schema_changes)."""
+        t = table.table
+        return backfill_rows(self.conn, t.namespace, t.name, list(table.key), columns, batch_rows)
 
     def retained(self) -> RetainedLog:
         try:
