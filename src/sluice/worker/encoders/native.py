@@ -1,0 +1,193 @@
+"""Sluice's native change events: one flat JSON object per change, rows as plain JSON objects.
+
+Field by field:
+
+``op``
+    ``c`` insert, ``u`` update, ``d`` delete, ``r`` snapshot read, ``t`` truncate (Debezium's letters).
+``table``
+    ``"<schema>.<table>"`` (``<database>.<table>`` for MySQL).
+``position``
+    The source position of the change's transaction in the source's notation with its scheme
+    (``pg:0/16B3748``); for snapshot rows the snapshot's consistent point. Ordered within one source.
+``xid``
+    The source transaction id (string), or null.
+``ts_ms``
+    The source transaction's commit time in milliseconds since the epoch (0 when the source does not say).
+``key``
+    The key columns (primary key or replica identity) as an object, taken from ``row`` (``before`` for deletes);
+    absent for keyless tables and truncates.
+``row``
+    The row after the change (``c``, ``u``, ``r``); absent for ``d`` and ``t``.
+``before``
+    The row before the change as far as the source knows it (``u``, ``d``; PostgreSQL sends the key columns only
+    unless ``REPLICA IDENTITY FULL``); absent when unknown.
+``unchanged``
+    Names of columns the source did not send (unchanged TOAST values): absent from ``row``, the receiver keeps what
+    it has. Present only when not empty.
+
+Values: integers and floats as JSON numbers (NaN and infinities null), decimals as strings (exact), booleans,
+text, bytes as base64, dates ``YYYY-MM-DD``, times ``HH:MM:SS[.ffffff]`` (``+HH:MM`` with a zone), timestamps ISO
+8601 (``...Z`` when with time zone, in UTC), intervals as ISO 8601 durations when they have a fixed length
+(``P1DT2H3M4.5S``) or the source's text, UUIDs as strings, JSON columns as embedded JSON values, enums as their
+label, arrays as lists, and everything else as the source's text.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sluice.worker.encoders.debezium import TxContext, epoch_micros
+from sluice.worker.events import ColumnType, Op, RowChange, TableSchema, TypeKind
+
+__all__ = ["NativeEncoder", "native_value"]
+
+Converter = Callable[[Any], Any]
+
+
+def _float(value: Any) -> Any:
+    f = float(value)
+    return f if math.isfinite(f) else None
+
+
+def _decimal(value: Any) -> Any:
+    if isinstance(value, Decimal) and not value.is_finite():
+        return str(value)  # 'NaN', 'Infinity'
+    return str(value)
+
+
+def _bytes(value: Any) -> Any:
+    return base64.b64encode(bytes(value)).decode()
+
+
+def _iso(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            return value.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
+        return value.isoformat()
+    if isinstance(value, date | time):
+        return value.isoformat()
+    return str(value)
+
+
+def _interval(value: Any) -> Any:
+    if not isinstance(value, timedelta):
+        return str(value)
+    micros = value // timedelta(microseconds=1)
+    sign = "-" if micros < 0 else ""
+    micros = abs(micros)
+    days, rest = divmod(micros, 86_400_000_000)
+    seconds, us = divmod(rest, 1_000_000)
+    h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
+    out = f"{sign}P{days}D" if days else f"{sign}P"
+    if h or m or s or us or not days:
+        frac = f".{us:06d}".rstrip("0") if us else ""
+        out += f"T{h}H{m}M{s}{frac}S"
+    return out
+
+
+def _json(value: Any) -> Any:
+    try:
+        return json.loads(value) if isinstance(value, str | bytes) else value
+    except ValueError:
+        return value
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _text(value: Any) -> Any:
+    return value if isinstance(value, str) else str(value)
+
+
+def native_value(ctype: ColumnType) -> Converter:
+    """The converter of one column type's values to JSON (see the module docstring)."""
+    k = ctype.kind
+    if k in (TypeKind.INT, TypeKind.BOOL, TypeKind.TEXT):
+        return _identity
+    if k is TypeKind.FLOAT:
+        return _float
+    if k is TypeKind.DECIMAL:
+        return _decimal
+    if k is TypeKind.BYTES:
+        return _bytes
+    if k in (TypeKind.DATE, TypeKind.TIME, TypeKind.TIMETZ, TypeKind.TIMESTAMP, TypeKind.TIMESTAMPTZ):
+        return _iso
+    if k is TypeKind.INTERVAL:
+        return _interval
+    if k is TypeKind.JSON:
+        return _json
+    if k is TypeKind.ARRAY and ctype.element is not None:
+        item = native_value(ctype.element)
+
+        def convert(value: Any) -> Any:
+            if not isinstance(value, list | tuple):
+                return _text(value)
+            return [None if v is None else (convert(v) if isinstance(v, list) else item(v)) for v in value]
+
+        return convert
+    return _text
+
+
+class NativeEncoder:
+    """Encodes row changes and truncates as native events (dicts ready for ``json``)."""
+
+    def __init__(self, *, include_before: bool = True) -> None:
+        self.include_before = include_before
+        self._tables: dict[TableSchema, tuple[tuple[tuple[str, Converter], ...], tuple[int, ...]]] = {}
+
+    def _table(self, schema: TableSchema) -> tuple[tuple[tuple[str, Converter], ...], tuple[int, ...]]:
+        cached = self._tables.get(schema)
+        if cached is None:
+            columns = tuple((c.name, native_value(c.type)) for c in schema.columns)
+            key = tuple(schema.index(k) for k in schema.key)
+            cached = self._tables[schema] = (columns, key)
+        return cached
+
+    @staticmethod
+    def _row(
+        columns: tuple[tuple[str, Converter], ...], row: tuple[Any, ...], skip: frozenset[int] = frozenset()
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for i, (name, convert) in enumerate(columns):
+            if i in skip:
+                continue
+            v = row[i] if i < len(row) else None
+            out[name] = None if v is None else convert(v)
+        return out
+
+    def change(self, schema: TableSchema, change: RowChange, tx: TxContext) -> dict[str, Any]:
+        columns, key = self._table(schema)
+        op = Op.READ.value if tx.snapshot else change.op.value
+        event: dict[str, Any] = {
+            "op": op,
+            "table": change.table.label,
+            "position": tx.position.encode() if tx.position is not None else None,
+            "xid": tx.xid,
+            "ts_ms": epoch_micros(tx.commit_time) // 1000,
+        }
+        identity = change.after if change.after is not None else change.before
+        if key and identity is not None:
+            event["key"] = {columns[i][0]: (None if identity[i] is None else columns[i][1](identity[i])) for i in key}
+        if change.after is not None:
+            event["row"] = self._row(columns, change.after, change.unchanged)
+        if self.include_before and change.before is not None and change.op in (Op.UPDATE, Op.DELETE):
+            event["before"] = self._row(columns, change.before)
+        if change.unchanged:
+            event["unchanged"] = [columns[i][0] for i in sorted(change.unchanged)]
+        return event
+
+    def truncate(self, schema: TableSchema, tx: TxContext) -> dict[str, Any]:
+        return {
+            "op": "t",
+            "table": schema.table.label,
+            "position": tx.position.encode() if tx.position is not None else None,
+            "xid": tx.xid,
+            "ts_ms": epoch_micros(tx.commit_time) // 1000,
+        }
