@@ -24,6 +24,7 @@ import threading
 import time
 from collections import deque
 from datetime import UTC, datetime
+from typing import cast
 
 from sluice.errors import ReplicationError
 from sluice.worker.checkpoints import Checkpoint
@@ -254,7 +255,10 @@ class _Streaming:
         self.sink = flow.sink
         self.stream = stream
         self.start = start
-        self.batch: list[Change] = []
+        self.batch: list[Change | Begin | Commit] = []
+        #: a sink that encodes each change with its source transaction (Kafka's Debezium ``source`` block) gets the
+        #: Begin and Commit events in its ``apply`` too, in order
+        self.tx_events = bool(getattr(flow.sink, "transaction_events", False))
         self.batch_rows = 0  # row changes in the open sink batch (applied or not)
         self.last_commit: Commit | None = None  # the newest whole transaction in the open batch
         self.batch_started = 0.0
@@ -302,11 +306,15 @@ class _Streaming:
                 self.tx_mark = len(self.batch)
                 self.tx_applied = False
                 self.skip = event.position is not None and event.position < self.start
+                if self.tx_events and not self.skip:
+                    self.batch.append(event)
             elif isinstance(event, Commit):
                 self.in_tx = False
                 if self.skip:
                     self.skip = False
                     continue
+                if self.tx_events:
+                    self.batch.append(event)
                 if self.last_commit is None:
                     self.batch_started = now
                 self.last_commit = event
@@ -354,7 +362,7 @@ class _Streaming:
     def _apply(self) -> None:
         if not self.batch:
             return
-        self.sink.apply(self.batch)
+        self.sink.apply(cast("list[Change]", self.batch))  # Begin/Commit only for sinks with transaction_events
         status = self.ctx.status
         for change in self.batch:
             if isinstance(change, RowChange):
