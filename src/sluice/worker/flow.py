@@ -109,6 +109,8 @@ class Flow:
         if checkpoint is not None and checkpoint.phase == "streaming" and checkpoint.position:
             position = source.parse_position(checkpoint.position)
             source.can_resume(position)
+            if not source.skip_snapshot and not self._copy_added(checkpoint):
+                return None
             return position
         if checkpoint is not None and checkpoint.phase == "snapshot" and checkpoint.snapshot_position:
             position = source.parse_position(checkpoint.snapshot_position)
@@ -147,6 +149,47 @@ class Flow:
         finally:
             session.close()
         return position
+
+    def _copy_added(self, checkpoint: Checkpoint) -> bool:
+        """Copy tables selected since the snapshot (and unfinished chunks of earlier such copies).
+
+        They joined the stream during this start-up (``prepare_stream``), so the stream carries their changes from
+        then on; copying them now with an upsert by key, then replaying the stream over the copy, converges. A
+        keyless table cannot be upserted: its existing rows are not copied by the general flow (the table's status
+        says so, with the fix); its changes stream. False when stopped before the copy finished.
+        """
+        sink = self.sink
+        plan = sink.load_plan()
+        planned = {c.table for c in plan}
+        added = [t for label, t in self.tables.items() if label not in planned]
+        for t in added:
+            if not t.key:
+                tp = self.ctx.status.tables[t.table.label]
+                tp.error = (
+                    f"{t.table.label} joined after the snapshot and has no key: its existing rows were not copied "
+                    "(only its changes stream). Re-initialize the connector (ReIntialize) to copy it."
+                )
+                log.warning("%s", tp.error)
+        keyed = [t for t in added if t.key]
+        chunks: list[SnapshotChunk] = []
+        if keyed:
+            log.info("copying tables added since the snapshot: %s", ", ".join(t.table.label for t in keyed))
+            chunks = self.source.plan(keyed, self.ctx.settings.snapshot_max_buffer_rows)
+            # Truncates the added tables and records the longer plan, the checkpoint unchanged: one transaction.
+            sink.start_snapshot(checkpoint, plan + chunks, keyed)
+        undone = [c for c in plan + chunks if not c.done and c.table in self.tables and self.tables[c.table].key]
+        if not undone:
+            return True
+        self._count_chunks(plan + chunks)
+        self.ctx.set_state("snapshot")
+        session = self.source.resume_snapshot()
+        try:
+            if not self._copy(session, undone, upsert=True):
+                return False
+        finally:
+            session.close()
+        sink.finish_snapshot([self.tables[label] for label in sorted({c.table for c in undone})])
+        return True
 
     def _resumable(self, plan: list[SnapshotChunk]) -> list[SnapshotChunk] | None:
         """Unfinished chunks of an interrupted snapshot, or None when it must start over."""
