@@ -217,3 +217,22 @@ def test_registry_matches_available_kinds() -> None:
 
     assert set(registry.SOURCES) == set(kinds.AVAILABLE_SOURCES)
     assert set(registry.SINKS) == set(kinds.AVAILABLE_SINKS)
+
+
+def test_a_table_selected_after_the_snapshot_is_copied_on_start(world: World) -> None:
+    _run(world)
+    world.tables.append(table("later"))
+    world.rows["public.later"] = [(1, "a"), (2, "b"), (3, "c")]
+    code, reports = _run(world)
+    assert code == 0
+    assert world.sink_rows["public.later"] == {(1,): (1, "a"), (2,): (2, "b"), (3,): (3, "c")}
+    assert world.checkpoint is not None and world.checkpoint.phase == "streaming"
+    assert reports.last["tables"]["public.later"]["rows_copied"] == 3
+
+
+def test_a_keyless_table_selected_after_the_snapshot_says_it_was_not_copied(world: World) -> None:
+    _run(world)
+    world.tables.append(table("later_bag", key=False))
+    world.rows["public.later_bag"] = [(1, "a")]
+    _, reports = _run(world)
+    assert "ReIntialize" in (reports.last["tables"]["public.later_bag"]["error"] or "")
