@@ -83,10 +83,11 @@ check-generated: venv ## Fail when crds/ or openapi/ drift from the models
 	$(SLUICE) generate --check
 
 .PHONY: lint
-lint: venv ## ruff and mypy (strict)
+lint: venv ## ruff, mypy (strict) and the worker's layer contracts (import-linter)
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 .PHONY: fmt
 fmt: venv ## Format the code

@@ -21,8 +21,8 @@ import pytest
 from sluice.devstack.postgres import PostgresUser, free_port
 from sluice.errors import ConfigError, ReplicationError, SluiceError, TransientError
 from sluice.models import PostgresConnection
+from sluice.worker.drivers.postgres.connection import conninfo_kwargs
 from sluice.worker.drivers.postgres.errors import classify
-from sluice.worker.sources.postgres.connection import conninfo_kwargs
 from tests.support.pg import PgDatabase, require_postgres
 from tests.support.tls import UNNAMED_HOST, TlsPostgres, start_tls_postgres
 

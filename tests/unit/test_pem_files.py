@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from sluice.models import PostgresConnection
-from sluice.worker.sources.postgres import connection as pgconn
+from sluice.worker.drivers.postgres import connection as pgconn
 
 CA = "-----BEGIN CERTIFICATE-----\nMIIBcA==\n-----END CERTIFICATE-----\n"
 OTHER_CA = "-----BEGIN CERTIFICATE-----\nMIIBcB==\n-----END CERTIFICATE-----\n"

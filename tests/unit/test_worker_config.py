@@ -13,7 +13,7 @@ import yaml
 
 from sluice.errors import ConfigError
 from sluice.worker.config import load_connector, settings_for
-from sluice.worker.sources.postgres.connection import conninfo_kwargs
+from sluice.worker.drivers.postgres.connection import conninfo_kwargs
 
 REPO = Path(__file__).resolve().parents[2]
 

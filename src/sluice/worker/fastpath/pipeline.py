@@ -29,6 +29,7 @@ import psycopg
 
 from sluice.errors import ConfigError, ReplicationError, SchemaChangeError, TransientError
 from sluice.worker.config import WorkerSettings
+from sluice.worker.drivers.postgres.connection import conninfo_kwargs, pool_size
 from sluice.worker.engine import RunContext
 from sluice.worker.events import Column, ColumnType, SchemaChange, TableId, TableSchema, TypeKind
 from sluice.worker.fastpath.applier import Applier
@@ -50,7 +51,6 @@ from sluice.worker.sinks.postgres.schema_change import (
 )
 from sluice.worker.sinks.postgres.state import ConnectorState, StateStore
 from sluice.worker.sources.postgres import pgoutput as po
-from sluice.worker.sources.postgres.connection import conninfo_kwargs, pool_size
 from sluice.worker.sources.postgres.preflight import preflight
 from sluice.worker.sources.postgres.publication import ensure_publication, publication_name_for, publication_tables
 from sluice.worker.sources.postgres.schema_changes import backfill_rows, existing_values

@@ -32,6 +32,7 @@ from sluice.models import Connector
 from sluice.models.migration import MigrationStrategy
 from sluice.worker.checkpoints import Checkpoint
 from sluice.worker.drivers.postgres.catalog import SourceColumn, SourceTable, UserType
+from sluice.worker.drivers.postgres.connection import conninfo_kwargs
 from sluice.worker.drivers.postgres.errors import classify as classify_pg
 from sluice.worker.events import Change, Column, RowChange, SchemaChange, TableSchema, Truncate
 from sluice.worker.sinks.base import DeliveryGuarantee, Sink, SnapshotWriter
@@ -41,7 +42,6 @@ from sluice.worker.sinks.postgres.schema_change import apply_schema_change, back
 from sluice.worker.sinks.postgres.state import StateStore
 from sluice.worker.sinks.postgres.types import pg_type, resolve_type, text_compare, user_enums
 from sluice.worker.sources.base import Check, SnapshotChunk
-from sluice.worker.sources.postgres.connection import conninfo_kwargs
 
 __all__ = ["PostgresSink", "PostgresSnapshotWriter"]
 
