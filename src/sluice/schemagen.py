@@ -14,6 +14,9 @@ Turning pydantic's JSON schema into a Kubernetes *structural* schema:
 - ``spec.source`` and ``spec.sink`` gain one CEL rule per kind this version cannot run yet (`sluice.kinds`),
   with the REST API's message for it; the descriptions say which kinds are available (the schema still
   documents every kind: it is the reference);
+- identity fields are immutable in the CRD itself (`sluice.models.identity`): a transition rule (``oldSelf``) on
+  ``spec.source``/``spec.sink`` keeps the kind, and one on each kind's ``connection`` keeps host, port, database
+  (whichever the kind has), each with the REST API's words for that refusal;
 - ``title``, ``writeOnly``, ``additionalProperties: false`` are dropped; ``additionalProperties: true`` (status
   parts that accept new fields) becomes ``x-kubernetes-preserve-unknown-fields: true``; ``format`` is kept only
   when the apiserver knows it. Any JSON-schema keyword not handled here is an error, not silently passed through.
@@ -47,7 +50,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from sluice import kinds
-from sluice.models import ConnectorBody, ConnectorSpec
+from sluice.models import ConnectorBody, ConnectorSpec, identity
 from sluice.models.common import DNS_LABEL_MAX_LENGTH, DNS_LABEL_PATTERN
 from sluice.models.resource import CATEGORIES, CRD_NAME, GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
 from sluice.models.status import (
@@ -65,6 +68,7 @@ __all__ = [
     "build_crd",
     "build_openapi",
     "generated_files",
+    "identity_rules",
     "run",
     "to_structural",
     "unavailable_kind_rules",
@@ -277,6 +281,39 @@ def unavailable_kind_rules(part: kinds.Part, node: dict[str, Any]) -> list[dict[
     ]
 
 
+def identity_rules(part: kinds.Part, node: dict[str, Any]) -> None:
+    """Add the transition rules that keep ``spec.<part>``'s identity (`sluice.models.identity`) to ``node`` (the
+    structural schema of ``spec.<part>``) and to each kind's ``connection``, in place.
+
+    Transition rules run only on updates and only where the old object had the node: a kind change is one rule on
+    ``spec.<part>`` (the new kind's connection has no old self, so its rules do not fire as well); a host change
+    is the rule on that kind's ``connection``. Each message is the REST API's `Immutable.text` for that field.
+    """
+    kind_names = list(node.get("properties", {}))
+    same_kind = " && ".join(f"has(self.{_cel_field(k)}) == has(oldSelf.{_cel_field(k)})" for k in kind_names)
+    kind_rule = {"rule": same_kind, "message": identity.immutable_kind(part).text, "reason": "FieldValueForbidden"}
+    node["x-kubernetes-validations"] = [*node.get("x-kubernetes-validations", []), kind_rule]
+    for kind in kind_names:
+        connection = node["properties"][kind].get("properties", {}).get("connection")
+        if connection is None:
+            continue
+        rules = []
+        for name in identity.IDENTITY_FIELDS:
+            if name not in connection.get("properties", {}):
+                continue
+            f = _cel_field(name)
+            rules.append(
+                {
+                    "rule": f"has(self.{f}) == has(oldSelf.{f}) && (!has(self.{f}) || self.{f} == oldSelf.{f})",
+                    "message": identity.immutable_field(part, kind, name).text,
+                    "fieldPath": f".{name}",
+                    "reason": "FieldValueForbidden",
+                }
+            )
+        if rules:
+            connection["x-kubernetes-validations"] = connection.get("x-kubernetes-validations", []) + rules
+
+
 def build_crd() -> dict[str, Any]:
     """The Connector CustomResourceDefinition as a dict."""
     spec = _model_structural(ConnectorSpec, defaults=True)
@@ -284,6 +321,7 @@ def build_crd() -> dict[str, Any]:
     for part in parts:
         node = spec["properties"][part]
         node["x-kubernetes-validations"] = node.get("x-kubernetes-validations", []) + unavailable_kind_rules(part, node)
+        identity_rules(part, node)
     # Status is written by Sluice, not users: no defaults (they would hide what was really reported), and room
     # for fields a newer worker adds.
     status = _model_structural(ConnectorStatus, defaults=False)

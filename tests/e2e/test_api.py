@@ -581,3 +581,67 @@ def test_unavailable_kind_is_refused_with_the_same_words_as_kubectl(
     assert details["sink.kafka"]["msg"] == out["message"]
     assert details["sink.kafka"]["fix"] == out["fix"]
     assert "postgres" in get_json(control_plane, "connector", "p2", "-n", namespace)["spec"]["sink"]
+
+
+MATERIALIZE_SINK = {
+    "connection": {"host": "m", "user": "u", "dbname": "d", "password_secret_ref": {"name": "c", "key": "k"}},
+    "target_schema": "s",
+}
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"source": {"postgres": {"connection": {"host": "elsewhere"}}}}, "source.postgres.connection.host"),
+        ({"sink": {"postgres": {"connection": {"port": 5433}}}}, "sink.postgres.connection.port"),
+        ({"source": {"postgres": {"connection": {"database": "other"}}}}, "source.postgres.connection.database"),
+        ({"sink": {"postgres": None, "materialize": MATERIALIZE_SINK}}, "sink"),
+    ],
+    ids=["source-host", "sink-port", "source-database", "sink-kind"],
+)
+def test_kubectl_and_rest_refuse_an_identity_change_with_the_same_words(
+    api: TestClient, control_plane: ControlPlane, namespace: str, editor: Headers, patch: dict[str, Any], field: str
+) -> None:
+    """The REST PATCH (422 ImmutableField) and ``kubectl patch`` (the CRD's transition rules) say the same thing."""
+    ns = {"namespace": namespace}
+    assert api.post("/api/v1/connectors/ident", params=ns, json=SEED_BODY, headers=editor).status_code == 201
+    before = get_json(control_plane, "connector", "ident", "-n", namespace)
+    merge = {**editor, "Content-Type": "application/merge-patch+json"}
+
+    r = api.patch("/api/v1/connectors/ident", params=ns, content=json.dumps(patch), headers=merge)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "ImmutableField"
+    details = {d["field"]: d for d in r.json()["details"]}
+    assert field in details, r.text
+    said_by_rest = details[field]
+
+    # The same change on the resource itself, as `kubectl edit` would send it: refused by the apiserver.
+    result = control_plane.kubectl(
+        "patch", "connector", "ident", "-n", namespace, "--type=merge", "-p", json.dumps({"spec": patch}), check=False
+    )
+    assert result.returncode != 0, f"kubectl accepted an identity change: {result.stdout}"
+    said = " ".join(result.stderr.split())
+    assert said_by_rest["msg"] in said, said
+    assert said_by_rest["fix"] in said, said
+    assert f"spec.{field}" in said, said
+    after = get_json(control_plane, "connector", "ident", "-n", namespace)
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+    # Other fields still change through both paths.
+    r = api.patch(
+        "/api/v1/connectors/ident", params=ns, json={"sink": {"postgres": {"target_schema": "s2"}}}, headers=editor
+    )
+    assert r.status_code == 200, r.text
+    control_plane.kubectl(
+        "patch",
+        "connector",
+        "ident",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"source": {"postgres": {"connection": {"user": "someone-else"}}}}}),
+    )
+    spec = get_json(control_plane, "connector", "ident", "-n", namespace)["spec"]
+    assert spec["sink"]["postgres"]["target_schema"] == "s2"
+    assert spec["source"]["postgres"]["connection"]["user"] == "someone-else"

@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sluice.api.ids import new_connector_id
-from sluice.api.merge_patch import identity_changes, merge_patch, reconcile_secret_siblings
+from sluice.api.merge_patch import merge_patch, reconcile_secret_siblings
 from sluice.api.secrets import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -43,6 +43,7 @@ from sluice.errors import ConfigError, ConflictError, ErrorDetail, ImmutableFiel
 from sluice.k8s import API_VERSION, KIND, Kube, OwnerRef, StoredSecret
 from sluice.kinds import unavailable_error, unavailable_kinds
 from sluice.models import Connector, ConnectorBody
+from sluice.models.identity import Immutable, identity_changes
 from sluice.models.resource import connector_to_resource
 from sluice.models.secrets import extract_secrets
 from sluice.models.status import CommandName, ConnectorStatus, ConnectorStatusView, HistoryEvent, StatusEvent
@@ -109,6 +110,28 @@ def _parse_body(body: Any, connector_id: str) -> Connector:
         raise config_error(exc) from exc
     check_no_placeholders(connector)
     return connector
+
+
+def _immutable_error(problems: list[Immutable], also: list[ErrorDetail] | None = None) -> ImmutableFieldError:
+    """422 ImmutableField: each change is a detail in the words the CRD's transition rules use (same message,
+    same fix), so ``kubectl edit`` and the REST API refuse a change alike."""
+    fixes = list(dict.fromkeys(p.fix for p in problems))
+    return ImmutableFieldError(
+        "; ".join(p.message for p in problems),
+        fix=" ".join(fixes),
+        details=[p.detail() for p in problems] + list(also or []),
+    )
+
+
+def _check_identity(current: dict[str, Any], connector: Connector) -> None:
+    """Refuse a change of a stored connector's identity (`sluice.models.identity`)."""
+    try:
+        old: dict[str, Any] = Connector.model_validate({**current, "id": connector.id}).model_dump(mode="json")
+    except ValidationError:
+        old = current
+    problems = identity_changes(old, connector.model_dump(mode="json"))
+    if problems:
+        raise _immutable_error(problems)
 
 
 def _owner(cr: dict[str, Any]) -> OwnerRef:
@@ -211,6 +234,7 @@ class ConnectorService:
             cr = self.kube.connectors.get(namespace, connector_id)
         except NotFoundError:
             return self._create(namespace, connector), True
+        _check_identity(dict(cr.get("spec") or {}), connector)
         return self._write_existing(namespace, cr, connector), False
 
     def patch(self, namespace: str, connector_id: str, patch: Any) -> dict[str, Any]:
@@ -230,29 +254,14 @@ class ConnectorService:
             # A kind change is refused in any case; say both things at once rather than one after the other.
             kind_changes = [p for p in identity_changes(current, merged) if len(p.loc) == 1]
             if kind_changes:
-                raise ImmutableFieldError(
-                    "the patch changes "
-                    + ", ".join(str(p.loc[0]) for p in kind_changes)
-                    + ", which cannot change; "
-                    + "; ".join(r.message for r in refused),
-                    details=kind_changes + [r.detail() for r in refused],
-                )
+                raise _immutable_error(kind_changes, also=[r.detail() for r in refused])
             raise unavailable_error(refused)
         try:
             connector = Connector.model_validate(merged)
         except ValidationError as exc:
             raise config_error(exc, what="the patched connector") from exc
         check_no_placeholders(connector)
-        try:
-            old: dict[str, Any] = Connector.model_validate({**current, "id": connector_id}).model_dump(mode="json")
-        except ValidationError:
-            old = current
-        problems = identity_changes(old, connector.model_dump(mode="json"))
-        if problems:
-            raise ImmutableFieldError(
-                f"the patch changes {', '.join(p.as_dict()['field'] for p in problems)}, which cannot change",
-                details=problems,
-            )
+        _check_identity(current, connector)
         return self._write_existing(namespace, cr, connector)
 
     def _write_existing(self, namespace: str, cr: dict[str, Any], connector: Connector) -> dict[str, Any]:
