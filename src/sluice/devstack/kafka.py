@@ -64,7 +64,7 @@ class KafkaInstance:
     name: str = "kafka"
     base_dir: Path | None = None
     user: str = "sluice"
-    password: str = "sluice-kafka-pw"
+    password: str = "sluice-kafka-pw"  # noqa: S105 - a test broker's credential, never a real secret
     port: int = 0
     sasl_port: int = 0
     controller_port: int = 0
@@ -212,7 +212,7 @@ class KafkaInstance:
                 md = admin.list_topics(timeout=2)
                 if md.brokers:
                     return
-            except Exception as exc:  # noqa: BLE001 - not up yet; the last reason goes into the error
+            except Exception as exc:
                 last = str(exc)
             time.sleep(0.2)
         raise KafkaError(f"Kafka broker not ready after {timeout}s ({last}):\n{self.log_tail()}")

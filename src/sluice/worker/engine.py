@@ -102,11 +102,13 @@ class Engine:
         )
         self.source_class = registry.source_class(connector.source.kind)
         self.sink_class = registry.sink_class(connector.sink.kind)
-        self.ctx.status.delivery = str(self.sink_class.guarantee)
         # Building the classes' connection parameters can refuse the spec (VerifyCa without a root cert...): let
         # that surface now, before any status says the run started.
         self.source_class(connector).close()
-        self.sink_class(connector).close()
+        probe = self.sink_class(connector)
+        # The instance's class: a sink may give a different guarantee by configuration (Kafka transactions on/off).
+        self.ctx.status.delivery = str(type(probe).guarantee)
+        probe.close()
 
     @property
     def status(self) -> WorkerStatus:
