@@ -91,6 +91,27 @@ def test_restart_command_annotation_starts_a_new_run_and_is_removed(
     first = _wait_streaming(control_plane, process_node, sluice_operator, namespace, name)
     pod = _worker_pod(control_plane, namespace, name)
     assert pod is not None
+
+    # Stop is not a one-shot command: the operator never writes spec, so it refuses the annotation with the fix.
+    control_plane.kubectl("annotate", "connector", name, "-n", namespace, "sluice.dev/command=Stop")
+
+    def refused() -> str | None:
+        cr = _get(control_plane, namespace, "connector", name) or {}
+        if "sluice.dev/command" in (cr["metadata"].get("annotations") or {}):
+            return None
+        out = control_plane.kubectl(
+            "get", "events", "-n", namespace, "--field-selector", "reason=CommandRefused", "-o", "json"
+        ).stdout
+        items = [e for e in json.loads(out)["items"] if e["involvedObject"]["name"] == name]
+        return items[0]["message"] if items and items[0]["type"] == "Warning" else None
+
+    message = poll(refused, timeout=60, message="the Stop annotation removed with a CommandRefused Warning event")
+    assert "spec.disabled: true" in message, message
+    cr = _get(control_plane, namespace, "connector", name) or {}
+    assert not (cr.get("spec") or {}).get("disabled"), "the operator must not write spec"
+    still = _worker_pod(control_plane, namespace, name)
+    assert still is not None and still["metadata"]["uid"] == pod["metadata"]["uid"], "the worker must keep running"
+
     control_plane.kubectl("annotate", "connector", name, "-n", namespace, "sluice.dev/command=Restart")
 
     def new_run() -> dict[str, Any] | None:

@@ -10,10 +10,12 @@ Ordering is what keeps "nothing half-created":
 - delete: only the Connector is deleted. The operator's finalizer still needs the credentials to drop the
   replication slot, and the garbage collector removes the Secret once the Connector is gone.
 
-Commands are recorded on the resource as annotations (``sluice.dev/command``, ``sluice.dev/command-id``,
-``sluice.dev/command-requested-at``) so the operator acts on them, the way Strimzi's ``strimzi.io/restart``
-works. ``Stop``/``Start`` also set ``spec.disabled`` (true/false), the declarative pause that survives
-restarts and is visible to GitOps tools; the worker stops but the replication slot is kept.
+One-shot commands (``Restart``, ``ReIntialize``) are recorded on the resource as annotations
+(``sluice.dev/command``, ``sluice.dev/command-id``, ``sluice.dev/command-requested-at``) so the operator acts on
+them and removes them, the way Strimzi's ``strimzi.io/restart`` works. ``Stop``/``Start`` set ``spec.disabled``
+(true/false) and nothing else: the declarative pause that survives restarts and is visible to GitOps tools (the
+worker stops but the replication slot is kept). The operator never writes spec, and refuses a Stop/Start
+annotation with a Warning event naming spec.disabled.
 """
 
 from __future__ import annotations
@@ -382,11 +384,13 @@ class ConnectorService:
             self.kube.connectors.delete(namespace, connector_id)
             log.info('%s: connector "%s/%s" deleted', command.value, namespace, connector_id)
             return result | {"deleted": True}
-        patch: dict[str, Any] = {"metadata": {"annotations": annotations}}
-        if command is CommandName.STOP:
-            patch["spec"] = {"disabled": True}
-        elif command is CommandName.START:
-            patch["spec"] = {"disabled": False}
+        patch: dict[str, Any]
+        if command in (CommandName.STOP, CommandName.START):
+            # Declarative: the API writes spec.disabled on the caller's behalf; the operator never writes spec and
+            # takes only one-shot commands from the annotation.
+            patch = {"spec": {"disabled": command is CommandName.STOP}}
+        else:
+            patch = {"metadata": {"annotations": annotations}}
         cr = self.kube.connectors.merge_patch(namespace, connector_id, patch)
         log.info('%s recorded on connector "%s/%s"', command.value, namespace, connector_id)
         return result | {"connector": envelope(cr)}
