@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,12 +18,13 @@ from fastapi.openapi.utils import get_openapi
 from sluice import __version__
 from sluice.api.auth import Authorizer
 from sluice.api.errors import install_error_handlers
-from sluice.api.routes import connectors, health
+from sluice.api.routes import catalog, connectors, health, validate
 from sluice.api.schemas import component_schemas
 from sluice.api.services.connectors import ConnectorService
+from sluice.api.services.validation import ValidationService
 from sluice.api.settings import ApiSettings
 from sluice.api.state import ApiState
-from sluice.k8s import Kube
+from sluice.k8s import Kube, UserInfo
 
 __all__ = ["NO_AUTH_WARNING", "create_app"]
 
@@ -50,6 +51,18 @@ async def _warn_no_auth(interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         log.warning(NO_AUTH_WARNING)
+
+
+def _secret_reader(kube: Kube) -> Callable[[UserInfo, str, str], bool]:
+    """Whether a caller may ``get`` one Secret (a SubjectAccessReview; the API reads it with its own rights)."""
+
+    def may_read(user: UserInfo, namespace: str, name: str) -> bool:
+        decision = kube.reviews.review_access(
+            user, verb="get", group="", resource="secrets", namespace=namespace, name=name
+        )
+        return decision.allowed
+
+    return may_read
 
 
 def create_app(settings: ApiSettings | None = None, k8s: Kube | None = None) -> FastAPI:
@@ -82,9 +95,12 @@ def create_app(settings: ApiSettings | None = None, k8s: Kube | None = None) -> 
         kube=kube,
         service=ConnectorService(kube),
         authorizer=Authorizer(kube.reviews, enabled=not settings.no_auth, cache_seconds=settings.auth_cache_seconds),
+        validation=ValidationService(kube, can_read_secret=_secret_reader(kube)),
     )
     install_error_handlers(app)
     app.include_router(connectors.router)
+    app.include_router(catalog.router)
+    app.include_router(validate.router)
     app.include_router(health.router)
 
     def openapi() -> dict[str, Any]:

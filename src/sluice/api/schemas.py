@@ -6,15 +6,26 @@ Connector bodies are `sluice.models` classes; the components are generated from 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from sluice.models import ConnectorBody
+from sluice.api.services.validation import CatalogResult, ValidationResult
+from sluice.models import Buffer, ConnectorBody, Sink, Source
 from sluice.models.status import ConnectorCommand, ConnectorList, ConnectorResponse, HistoryEvent
 
-__all__ = ["REF", "CommandResult", "ErrorBody", "HistoryList", "body_doc", "component_schemas", "json_response"]
+__all__ = [
+    "REF",
+    "CommandResult",
+    "DryRunResult",
+    "ErrorBody",
+    "HistoryList",
+    "body_doc",
+    "component_schemas",
+    "json_response",
+    "one_of_response",
+]
 
 REF = "#/components/schemas/{model}"
 
@@ -66,6 +77,16 @@ class CommandResult(_Doc):
     """The connector after the command was recorded (absent after a delete)."""
 
 
+class DryRunResult(ConnectorResponse):
+    """What a request with ``?dry_run=true`` would have produced; nothing was written."""
+
+    dry_run: Literal[True]
+    """Always true: the apiserver validated and admitted the connector (and its credentials Secret) in a
+    server-side dry run and stored nothing."""
+    created: bool
+    """Whether the request would have created the connector (false: replaced or patched it)."""
+
+
 class HistoryList(_Doc):
     """Status events of a connector, oldest first; empty until the operator records any."""
 
@@ -79,8 +100,14 @@ _MODELS: list[type[BaseModel]] = [
     ConnectorList,
     ConnectorCommand,
     CommandResult,
+    DryRunResult,
     HistoryList,
     ErrorBody,
+    Source,
+    Sink,
+    Buffer,
+    ValidationResult,
+    CatalogResult,
 ]
 
 
@@ -111,6 +138,13 @@ def body_doc(model: type[BaseModel] | None, media_types: tuple[str, ...] = ("app
 
 def json_response(model: type[BaseModel], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
+
+
+def one_of_response(models: list[type[BaseModel]], description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"oneOf": [_ref(m) for m in models]}}},
+    }
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {

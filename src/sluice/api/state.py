@@ -10,8 +10,9 @@ from starlette.requests import Request
 from sluice.api.auth import Authorizer
 from sluice.api.ids import check_namespace
 from sluice.api.services.connectors import ConnectorService
+from sluice.api.services.validation import ValidationService
 from sluice.api.settings import ApiSettings
-from sluice.k8s import Kube
+from sluice.k8s import Kube, UserInfo
 
 __all__ = ["ApiState", "state_of"]
 
@@ -22,6 +23,7 @@ class ApiState:
     kube: Kube
     service: ConnectorService
     authorizer: Authorizer
+    validation: ValidationService
 
     def namespace(self, requested: str | None) -> str:
         return check_namespace(requested) if requested is not None else self.settings.namespace
@@ -36,6 +38,13 @@ class ApiState:
         if not self.authorizer.enabled:
             return
         await run_in_threadpool(self.authorizer.authorize, request.headers.get("authorization"), verb, namespace, name)
+
+    async def caller(self, request: Request, verb: str, namespace: str, name: str | None = None) -> UserInfo | None:
+        """Like :meth:`authorize`, and returns who the caller is (``None`` in no-auth mode)."""
+        if not self.authorizer.enabled:
+            return None
+        header = request.headers.get("authorization")
+        return await run_in_threadpool(self.authorizer.authorize, header, verb, namespace, name)
 
 
 def state_of(request: Request) -> ApiState:

@@ -10,9 +10,19 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from sluice.api.body import JSON, MERGE_PATCH, read_json
+from sluice.api.dryrun import DryRunKube
 from sluice.api.ids import DNS_LABEL_RULE, check_id
-from sluice.api.schemas import ERRORS, CommandResult, HistoryList, body_doc, json_response
-from sluice.api.state import state_of
+from sluice.api.schemas import (
+    ERRORS,
+    CommandResult,
+    DryRunResult,
+    HistoryList,
+    body_doc,
+    json_response,
+    one_of_response,
+)
+from sluice.api.services.connectors import ConnectorService
+from sluice.api.state import ApiState, state_of
 from sluice.api.validation import config_error
 from sluice.models import ConnectorBody
 from sluice.models.status import ConnectorCommand, ConnectorList, ConnectorResponse
@@ -37,6 +47,23 @@ ConnectorId = Annotated[
     ),
 ]
 
+DryRun = Annotated[
+    bool,
+    Query(
+        description="Validate completely, including the Kubernetes apiserver's own validation and admission "
+        "(a server-side dry run, dryRun=All), and write nothing: no Connector, no Secret. The answer is 200 "
+        "with the connector as it would be and dry_run: true.",
+    ),
+]
+
+
+def _service(st: ApiState, dry_run: bool) -> ConnectorService:
+    return ConnectorService(DryRunKube.of(st.kube)) if dry_run else st.service
+
+
+def _dry(out: dict[str, Any], *, created: bool) -> JSONResponse:
+    return JSONResponse({**out, "dry_run": True, "created": created})
+
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: ERRORS[code] for code in (400, 401, 403, 413, 415, 422, 503, *codes)}
@@ -51,15 +78,21 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     "in the Secret <id>-credentials and the connector refers to them by *_secret_ref. A source or sink kind this "
     "version of Sluice does not run yet is refused with 422 UnsupportedKind.",
     response_class=Response,
-    responses={201: json_response(ConnectorResponse, "The connector, created."), **_errors(409)},
+    responses={
+        200: json_response(DryRunResult, "dry_run=true: the connector as it would be created; nothing written."),
+        201: json_response(ConnectorResponse, "The connector, created."),
+        **_errors(409),
+    },
     openapi_extra=body_doc(ConnectorBody),
 )
-async def create_connector(request: Request, namespace: Namespace = None) -> Response:
+async def create_connector(request: Request, namespace: Namespace = None, dry_run: DryRun = False) -> Response:
     st = state_of(request)
     ns = st.namespace(namespace)
     await st.authorize(request, "create", ns)
     body = await read_json(request, max_bytes=st.settings.max_body_bytes)
-    out = await run_in_threadpool(st.service.create, ns, body)
+    out = await run_in_threadpool(_service(st, dry_run).create, ns, body)
+    if dry_run:
+        return _dry(out, created=True)
     cid = out["connector"].get("id", "")
     return JSONResponse(out, status_code=201, headers={"Location": f"/api/v1/connectors/{cid}"})
 
@@ -81,23 +114,30 @@ async def list_connectors(request: Request, namespace: Namespace = None) -> Resp
 @router.post(
     "/connectors/{id}",
     summary="Create or replace a connector",
-    description="The path id wins over the body's id. 201 when created, 200 when replaced.",
+    description="The path id wins over the body's id. 201 when created, 200 when replaced (or dry_run=true).",
     response_class=Response,
     responses={
-        200: json_response(ConnectorResponse, "The connector, replaced."),
+        200: one_of_response(
+            [ConnectorResponse, DryRunResult],
+            "The connector, replaced (dry_run=true: as it would be; nothing written).",
+        ),
         201: json_response(ConnectorResponse, "The connector, created."),
         **_errors(409),
     },
     openapi_extra=body_doc(ConnectorBody),
 )
-async def put_connector(request: Request, id: ConnectorId, namespace: Namespace = None) -> Response:
+async def put_connector(
+    request: Request, id: ConnectorId, namespace: Namespace = None, dry_run: DryRun = False
+) -> Response:
     st = state_of(request)
     ns = st.namespace(namespace)
     cid = check_id(id)
     exists = await run_in_threadpool(st.service.exists, ns, cid) if st.authorizer.enabled else False
     await st.authorize(request, "update" if exists else "create", ns, cid if exists else None)
     body = await read_json(request, max_bytes=st.settings.max_body_bytes)
-    out, created = await run_in_threadpool(st.service.put, ns, cid, body)
+    out, created = await run_in_threadpool(_service(st, dry_run).put, ns, cid, body)
+    if dry_run:
+        return _dry(out, created=created)
     if created:
         return JSONResponse(out, status_code=201, headers={"Location": f"/api/v1/connectors/{cid}"})
     return JSONResponse(out)
@@ -123,16 +163,24 @@ async def get_connector(request: Request, id: ConnectorId, namespace: Namespace 
     description="RFC 7396 merge patch (application/merge-patch+json or application/json). Changing the "
     "source/sink kind or the connection's host, port or database is refused with 422.",
     response_class=Response,
-    responses={200: json_response(ConnectorResponse, "The connector, updated."), **_errors(404, 409)},
+    responses={
+        200: one_of_response(
+            [ConnectorResponse, DryRunResult], "The connector, updated (dry_run=true: as it would be; nothing written)."
+        ),
+        **_errors(404, 409),
+    },
     openapi_extra=body_doc(None, (MERGE_PATCH, JSON)),
 )
-async def patch_connector(request: Request, id: ConnectorId, namespace: Namespace = None) -> Response:
+async def patch_connector(
+    request: Request, id: ConnectorId, namespace: Namespace = None, dry_run: DryRun = False
+) -> Response:
     st = state_of(request)
     ns = st.namespace(namespace)
     cid = check_id(id)
     await st.authorize(request, "patch", ns, cid)
     patch = await read_json(request, max_bytes=st.settings.max_body_bytes, media_types=(MERGE_PATCH, JSON))
-    return JSONResponse(await run_in_threadpool(st.service.patch, ns, cid, patch))
+    out = await run_in_threadpool(_service(st, dry_run).patch, ns, cid, patch)
+    return _dry(out, created=False) if dry_run else JSONResponse(out)
 
 
 @router.delete(
