@@ -48,7 +48,7 @@ __all__ = [
 #: Source kinds the worker runs. Add a kind here (and nowhere else) when its worker code lands.
 AVAILABLE_SOURCES: tuple[str, ...] = ("postgres",)
 #: Sink kinds the worker runs. Add a kind here (and nowhere else) when its worker code lands.
-AVAILABLE_SINKS: tuple[str, ...] = ("postgres", "kafka")
+AVAILABLE_SINKS: tuple[str, ...] = ("postgres", "kafka", "webhook")
 
 #: CamelCase reason of the API error, the operator's Ready condition and the worker's error.
 REASON = "UnsupportedKind"

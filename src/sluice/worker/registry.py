@@ -23,6 +23,7 @@ SOURCES: dict[str, str] = {
 SINKS: dict[str, str] = {
     "postgres": "sluice.worker.sinks.postgres.sink:PostgresSink",
     "kafka": "sluice.worker.sinks.kafka.sink:KafkaSink",
+    "webhook": "sluice.worker.sinks.webhook.sink:WebhookSink",
 }
 
 
