@@ -6,6 +6,7 @@ so every test directory can use them without importing them by hand.
 
 pytest_plugins: list[str] = [
     "tests.support.pg",
+    "tests.support.mysql",
     "tests.support.cluster",
     "tests.support.processnode",
     "tests.support.operator",

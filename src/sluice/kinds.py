@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 #: Source kinds the worker runs. Add a kind here (and nowhere else) when its worker code lands.
-AVAILABLE_SOURCES: tuple[str, ...] = ("postgres",)
+AVAILABLE_SOURCES: tuple[str, ...] = ("postgres", "mysql")
 #: Sink kinds the worker runs. Add a kind here (and nowhere else) when its worker code lands.
 AVAILABLE_SINKS: tuple[str, ...] = ("postgres", "kafka", "webhook")
 

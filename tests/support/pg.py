@@ -134,7 +134,7 @@ def connection_block(db: PgDatabase, user: PostgresUser | None = None) -> dict[s
 
 
 def connector_spec(
-    source: PgDatabase,
+    source: PgDatabase | None,
     sink: PgDatabase,
     *,
     connector_id: str | None = None,
@@ -148,8 +148,12 @@ def connector_spec(
     limits: Mapping[str, Any] | None = None,
     migration_strategy: Mapping[str, Any] | None = None,
     source_user: PostgresUser | None = None,
+    source_spec: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A connector body (the REST/CR ``spec`` form) from source to sink; options map 1:1 to schema fields."""
+    """A connector body (the REST/CR ``spec`` form) from source to sink; options map 1:1 to schema fields.
+
+    ``source_spec`` (e.g. ``{"mysql": {...}}``) replaces the PostgreSQL source built from ``source``.
+    """
     if replication == "logical_replication":
         repl: dict[str, Any] = {"skip_snapshots": skip_snapshots}
         if publication_name is not None:
@@ -162,7 +166,7 @@ def connector_spec(
     else:
         raise ValueError(f"unknown replication type {replication!r}")
     pg_source: dict[str, Any] = {
-        "connection": connection_block(source, source_user),
+        "connection": connection_block(source, source_user) if source is not None else {},
         "replication_type": replication_type,
     }
     if parallel_snapshots_enabled is not None:
@@ -176,7 +180,7 @@ def connector_spec(
         pg_sink["migration_strategy"] = dict(migration_strategy)
     spec: dict[str, Any] = {
         "id": connector_id or f"t-{uuid.uuid4().hex[:10]}",
-        "source": {"postgres": pg_source},
+        "source": dict(source_spec) if source_spec is not None else {"postgres": pg_source},
         "sink": {"postgres": pg_sink},
     }
     if limits is not None:
@@ -198,7 +202,7 @@ def make_connector_config(request: pytest.FixtureRequest, tmp_path: Path) -> Cal
     counter = iter(range(1, 1_000_000))
 
     def make(source: PgDatabase | None = None, sink: PgDatabase | None = None, **options: Any) -> Path:
-        src = source or request.getfixturevalue("source_db")
+        src = source or (None if options.get("source_spec") is not None else request.getfixturevalue("source_db"))
         dst = sink or request.getfixturevalue("sink_db")
         spec = connector_spec(src, dst, **options)
         return write_connector_config(tmp_path / f"connector-{next(counter)}.yaml", spec)

@@ -19,6 +19,7 @@ __all__ = ["SINKS", "SOURCES", "sink_class", "sink_for", "source_class", "source
 
 SOURCES: dict[str, str] = {
     "postgres": "sluice.worker.sources.postgres.source:PostgresSource",
+    "mysql": "sluice.worker.sources.mysql.source:MySqlSource",
 }
 SINKS: dict[str, str] = {
     "postgres": "sluice.worker.sinks.postgres.sink:PostgresSink",
