@@ -230,7 +230,7 @@ class ValidationService:
             source = SourceModel.model_validate(body)
         except ValidationError as exc:
             raise config_error(exc, what="the source", prefix=["source"]) from exc
-        source = self._resolve(source, caller)
+        source = self._resolve(source, caller, prefix="source")
         return _around(source=source)
 
     def sink_connector(self, caller: Caller, body: Any) -> Connector:
@@ -243,10 +243,10 @@ class ValidationService:
             sink = SinkModel.model_validate(body)
         except ValidationError as exc:
             raise config_error(exc, what="the sink", prefix=["sink"]) from exc
-        sink = self._resolve(sink, caller)
+        sink = self._resolve(sink, caller, prefix="sink")
         return _around(sink=sink)
 
-    def _resolve(self, model: M, caller: Caller, *, trusted: str | None = None) -> M:
+    def _resolve(self, model: M, caller: Caller, *, trusted: str | None = None, prefix: str | None = None) -> M:
         """``model`` with every ``*_secret_ref`` replaced by the Secret's value (placeholders refused first)."""
         if isinstance(model, Connector):
             check_no_placeholders(model)
@@ -256,7 +256,7 @@ class ValidationService:
         where = {id(ref): path for path, ref in refs}
 
         def lookup(ref: SecretRef) -> str:
-            path = list(where.get(id(ref), ()))
+            path: list[str | int] = [*([prefix] if prefix else []), *where.get(id(ref), ())]
             loc: list[str | int] = [*path[:-1], f"{path[-1]}_secret_ref"] if path else ["body"]
             return self._read_secret(caller, ref, loc, trusted=trusted)
 
@@ -341,7 +341,7 @@ class ValidationService:
                 buffer = Buffer.model_validate(body)
             except ValidationError as exc:
                 raise config_error(exc, what="the buffer", prefix=["buffer"]) from exc
-            buffer = self._resolve(buffer, caller)
+            buffer = self._resolve(buffer, caller, prefix="buffer")
         store = buffer.object_store
         scheme = store.url.split("://", 1)[0]
         checks = [
