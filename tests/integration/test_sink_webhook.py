@@ -116,3 +116,230 @@ def test_snapshot_then_changes_in_order_per_table(
     assert len(tx_requests) >= 40
     assert len({r.headers["x-sluice-position"] for r in tx_requests}) == 1
     assert worker.stop() == 0
+
+
+FAST_RETRY = {"initial_backoff_ms": 50, "max_backoff_ms": 400, "max_retry_duration_ms": 120000}
+
+
+def test_each_receiver_failure_is_retried_with_the_same_key(
+    source_db: PgDatabase, hook: Receiver, run_worker: RunWorker, tmp_path: Path
+) -> None:
+    source_db.psql("CREATE TABLE f (id int PRIMARY KEY, v text)")
+    spec = webhook_spec(source_db, hook.url, retry=FAST_RETRY, request_timeout_ms=700)
+    worker = Run(run_worker, tmp_path, spec).start()
+    worker.wait_for_status(realtime, timeout=90)
+    hook.fail_next(
+        Fail(500, "boom"),
+        Fail(503, "busy"),
+        Fail(429, "slow down", retry_after="1"),
+        Fail(delay=2.0),  # beyond request_timeout_ms: processed, but the worker sees a timeout
+        Fail(reset=True),
+    )
+    for i in range(1, 6):
+        source_db.execute("INSERT INTO f VALUES (%s, %s)", (i, f"v{i}"))
+    hook.wait_for(lambda r: len(r.delivered()) >= 5 and len(r.requests) >= 10, timeout=60, what="5 changes, 5 failures")
+    delivered = hook.delivered()
+    assert [(e["op"], e["row"]["id"]) for e in delivered] == [("c", i) for i in range(1, 6)]
+    requests = hook.requests
+    # 5 failures and their retries: every failed request was repeated with the same key until it got a 2xx
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for r in requests:
+        by_key[r.key].append(r.status)
+    assert sum(len(s) for s in by_key.values()) >= 10
+    assert all(statuses[-1] == 200 for statuses in by_key.values()), by_key
+    assert sorted(s for statuses in by_key.values() for s in statuses if s != 200) == [0, 429, 500, 503]
+    # the 429 was retried no sooner than its Retry-After
+    after_429 = next(i for i, r in enumerate(requests) if r.status == 429)
+    retry = next(r for r in requests[after_429 + 1 :] if r.key == requests[after_429].key)
+    assert retry.at - requests[after_429].at >= 0.95
+    assert worker.stop() == 0
+
+
+def test_kill9_at_random_instants_with_receiver_failures_each_change_once(
+    source_db: PgDatabase, hook: Receiver, run_worker: RunWorker, tmp_path: Path
+) -> None:
+    """A keyless table (no key to deduplicate rows on): only the idempotency key makes each change count once."""
+    source_db.psql(
+        "CREATE TABLE k (n int NOT NULL, pad text); ALTER TABLE k REPLICA IDENTITY FULL;"
+        "INSERT INTO k SELECT g, repeat('x', 50) FROM generate_series(1, 200) g;"
+    )
+    spec = webhook_spec(source_db, hook.url, retry=FAST_RETRY, request_timeout_ms=800, batch={"max_batch_size": 13})
+    run = Run(run_worker, tmp_path, spec)
+    worker = run.start()
+    worker.wait_for_status(realtime, timeout=90)
+    hook.chaos(0.15, (Fail(500), Fail(429, retry_after="0"), Fail(reset=True), Fail(delay=1.2)))
+    rng = random.Random(20261202)
+    n = 200
+    for _round in range(8):
+        for _ in range(rng.randint(3, 8)):
+            rows = rng.randint(1, 40)
+            source_db.execute(
+                "INSERT INTO k SELECT g, 'tx' FROM generate_series(%s::int, %s::int) g", (n + 1, n + rows)
+            )
+            n += rows
+        source_db.execute("UPDATE k SET pad = 'u' WHERE n %% 97 = %s", (_round,))
+        time.sleep(rng.uniform(0.05, 0.8))  # the crash instant: random on purpose, not a wait for a condition
+        worker.kill()
+        worker = run.start()
+    hook.chaos(0.0)
+    inserted = n
+    updated = source_db.scalar("SELECT count(*) FROM k WHERE pad = 'u'")
+
+    def complete(r: Receiver) -> bool:
+        events = r.delivered()
+        return (
+            sum(1 for e in events if e["op"] == "c") >= inserted - 200
+            and sum(1 for e in events if e["op"] == "u") >= updated
+        )
+
+    hook.wait_for(complete, timeout=180, what="every change")
+    events = hook.delivered()
+    snap = Counter(e["row"]["n"] for e in events if e["op"] == "r")
+    assert snap == Counter(range(1, 201))
+    inserts = Counter(e["row"]["n"] for e in events if e["op"] == "c")
+    assert inserts == Counter(range(201, inserted + 1)), "each insert exactly once after deduplication"
+    updates = Counter(e["row"]["n"] for e in events if e["op"] == "u")
+    assert sum(updates.values()) == updated and max(updates.values()) == 1
+    # without the key the receiver would have seen duplicates (the kills and failures did repeat requests)
+    raw = sum(len(r.events) for r in hook.processed())
+    assert raw > len(events)
+    assert worker.stop() == 0
+
+
+def test_permanent_4xx_stops_with_the_fix_and_resumes_without_loss(
+    source_db: PgDatabase, hook: Receiver, run_worker: RunWorker, tmp_path: Path
+) -> None:
+    source_db.psql("CREATE TABLE p (id int PRIMARY KEY, v text); INSERT INTO p VALUES (1, 'a')")
+    spec = webhook_spec(source_db, hook.url, retry=FAST_RETRY)
+    run = Run(run_worker, tmp_path, spec)
+    worker = run.start()
+    worker.wait_for_status(realtime, timeout=90)
+    hook.wait_for(lambda r: len(r.delivered()) == 1, what="the snapshot row")
+    hook.reject_all(Fail(422, "field 'v' must be uppercase"))
+    source_db.execute("INSERT INTO p VALUES (2, 'b')")
+    source_db.execute("UPDATE p SET v = 'c' WHERE id = 1")
+    assert worker.wait(timeout=60) != 0
+    status = worker.last_status()
+    assert status is not None and status.get("status") == "failed"
+    error = status["last_error"]
+    assert "422" in error["message"] and "must be uppercase" in error["message"]
+    assert "resumes" in error["fix"] and error["fix"]
+    # fixed receiver: the next run sends what was refused, and nothing is skipped
+    hook.reject_all(None)
+    worker = run.start()
+    hook.wait_for(lambda r: len(r.delivered()) >= 3, what="the refused changes")
+    assert [(e["op"], e["key"]["id"]) for e in hook.delivered()] == [("r", 1), ("c", 2), ("u", 1)]
+    assert worker.stop() == 0
+
+
+@pytest.mark.parametrize("compression", ["Gzip", "Zstd", "Br"])
+def test_compression(
+    compression: str, source_db: PgDatabase, hook: Receiver, run_worker: RunWorker, tmp_path: Path
+) -> None:
+    source_db.psql(
+        "CREATE TABLE z (id int PRIMARY KEY, v text);"
+        "INSERT INTO z SELECT g, repeat('z', 500) FROM generate_series(1, 50) g"
+    )
+    spec = webhook_spec(source_db, hook.url, compression=compression)
+    worker = Run(run_worker, tmp_path, spec).start()
+    hook.wait_for(lambda r: len(r.delivered()) >= 50, what="50 rows")
+    encoding = {"Gzip": "gzip", "Zstd": "zstd", "Br": "br"}[compression]
+    assert {r.headers.get("content-encoding") for r in hook.processed()} == {encoding}
+    assert sum(len(r.raw) for r in hook.processed()) * 5 < sum(len(r.body) for r in hook.processed())
+    assert worker.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("auth", "header", "value"),
+    [
+        ({"bearer": {"token": "t0ken-123"}}, "authorization", "Bearer t0ken-123"),
+        ({"basic": {"username": "u", "password": "p@ss"}}, "authorization", "Basic dTpwQHNz"),
+        ({"header": {"name": "X-Api-Key", "value": "k-456"}}, "x-api-key", "k-456"),
+    ],
+)
+def test_auth_kinds(
+    auth: dict[str, Any],
+    header: str,
+    value: str,
+    source_db: PgDatabase,
+    hook: Receiver,
+    run_worker: RunWorker,
+    tmp_path: Path,
+) -> None:
+    source_db.psql("CREATE TABLE au (id int PRIMARY KEY); INSERT INTO au VALUES (1)")
+    hook.require_auth(header, value)
+    worker = Run(run_worker, tmp_path, webhook_spec(source_db, hook.url, auth=auth)).start()
+    hook.wait_for(lambda r: len(r.delivered()) >= 1, what="the row")
+    assert all(r.status == 200 for r in hook.requests)
+    assert worker.stop() == 0
+    # the credential is in no log line or status
+    secret = value.split()[-1]
+    assert secret not in worker.output_tail(10_000)
+
+
+def test_wrong_credential_stops_with_the_auth_fix(
+    source_db: PgDatabase, hook: Receiver, run_worker: RunWorker, tmp_path: Path
+) -> None:
+    source_db.psql("CREATE TABLE au (id int PRIMARY KEY); INSERT INTO au VALUES (1)")
+    hook.require_auth("authorization", "Bearer right")
+    spec = webhook_spec(source_db, hook.url, auth={"bearer": {"token": "wrong-secret"}})
+    worker = Run(run_worker, tmp_path, spec).start()
+    assert worker.wait(timeout=90) != 0
+    error = (worker.last_status() or {})["last_error"]
+    assert "401" in error["message"] and "sink.webhook.auth" in error["fix"]
+    assert "wrong-secret" not in worker.output_tail(10_000)
+
+
+def test_tls_with_a_private_ca(source_db: PgDatabase, run_worker: RunWorker, tmp_path: Path) -> None:
+    tls: TlsMaterial = make_tls(tmp_path / "pki")
+    source_db.psql("CREATE TABLE s (id int PRIMARY KEY); INSERT INTO s VALUES (1), (2)")
+    with contextlib_receiver(tls) as hook:
+        assert hook.url.startswith("https://")
+        # without the CA: verification fails, and the error says how to fix it
+        spec = webhook_spec(source_db, hook.url)
+        worker = Run(run_worker, tmp_path, spec).start()
+        assert worker.wait(timeout=90) != 0
+        error = (worker.last_status() or {})["last_error"]
+        assert "TLS verification" in error["message"] and "SLUICE_WEBHOOK_CA_FILE" in error["fix"]
+        assert hook.delivered() == []
+        # with it: delivered
+        worker = Run(run_worker, tmp_path, spec, env={"SLUICE_WEBHOOK_CA_FILE": str(tls.ca_file)}).start()
+        hook.wait_for(lambda r: len(r.delivered()) >= 2, what="2 rows over TLS")
+        assert worker.stop() == 0
+
+
+def test_debezium_format_with_transaction_metadata(
+    source_db: PgDatabase, hook: Receiver, run_worker: RunWorker, tmp_path: Path
+) -> None:
+    source_db.psql("CREATE TABLE d (id int PRIMARY KEY, amount numeric(8,2), at timestamptz)")
+    spec = webhook_spec(
+        source_db, hook.url, format={"debezium": {"emit_tx_metadata": True}}, path_template="/t/{table}"
+    )
+    worker = Run(run_worker, tmp_path, spec).start()
+    worker.wait_for_status(realtime, timeout=90)
+    source_db.psql(
+        "BEGIN; INSERT INTO d VALUES (1, 2.50, '2024-01-02 03:04:05+00'); UPDATE d SET amount = 3 WHERE id = 1; COMMIT"
+    )
+    hook.wait_for(lambda r: any(e["payload"].get("status") == "END" for e in r.delivered()), what="the END event")
+    bodies = hook.delivered()
+    payloads = [b["payload"] for b in bodies]
+    assert [p.get("status") or p["op"] for p in payloads] == ["BEGIN", "c", "u", "END"]
+    assert bodies[0]["schema"]["name"] == "io.debezium.connector.common.TransactionMetadataValue"
+    insert = bodies[1]
+    assert insert["schema"]["name"] == f"{spec['id']}.public.d.Envelope"
+    payload = payloads[1]
+    assert payload["after"] == {"id": 1, "amount": "APo=", "at": "2024-01-02T03:04:05Z"}
+    assert payload["source"]["connector"] == "postgresql" and payload["source"]["table"] == "d"
+    assert payload["transaction"]["id"] == payloads[0]["id"] and payload["transaction"]["total_order"] == 1
+    assert payloads[2]["transaction"]["total_order"] == 2
+    assert payloads[3]["event_count"] == 2
+    assert payloads[3]["data_collections"] == [{"data_collection": "public.d", "event_count": 2}]
+    assert [r.path for r in hook.processed()] == ["/", "/t/d", "/"]
+    assert [r.headers["x-sluice-table"] for r in hook.processed()] == ["transaction", "public.d", "transaction"]
+    assert worker.stop() == 0
+
+
+def contextlib_receiver(tls: TlsMaterial) -> Any:
+    from tests.support.webhook import receiver
+
+    return receiver(tls)

@@ -201,11 +201,12 @@ class Receiver:
         elif fail.reset:
             status, processed = 0, False
         elif fail.delay:
-            time.sleep(fail.delay)  # the answer comes too late for the client, but the request was processed
-            status, processed = 200, True
+            status, processed = 200, True  # processed at once; the answer comes too late for the client
         else:
             status, processed = fail.status, fail.status < 300
         self._record(Received(handler.path, headers, raw, body, status, time.monotonic(), processed))
+        if fail is not None and fail.delay:
+            time.sleep(fail.delay)
         if fail is not None and fail.reset:
             with contextlib.suppress(OSError):
                 handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
