@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 #: how long one blocking Kafka call (init, commit, flush) may take before it is a transient failure
 _CALL_TIMEOUT_S = 60.0
+#: how long listing or creating topics may take (an unreachable cluster fails an attempt after this)
+_ADMIN_TIMEOUT_S = 15.0
 
 Message = tuple[str, bytes | None, bytes | None]
 
@@ -152,6 +154,10 @@ class KafkaSink(Sink):
             self._delivery_error = err
 
     def _raise_pending(self, what: str) -> None:
+        # Error callbacks run only when a client is polled.
+        for client in (self._admin, self._producer):
+            if client is not None:
+                client.poll(0)
         err = self._client_error
         if err is not None:
             raise KafkaSinkError(err, what)
@@ -188,8 +194,10 @@ class KafkaSink(Sink):
     def checks(self) -> list[Check]:
         field = ("sink", "kafka", "connection", "brokers")
         try:
-            md = self.admin.list_topics(timeout=15)
-            self._raise_pending("connecting")
+            try:
+                md = self.admin.list_topics(timeout=_ADMIN_TIMEOUT_S)
+            finally:
+                self._raise_pending("connecting")  # an authentication failure says more than a timeout
         except (KafkaException, KafkaSinkError) as exc:
             classified = classify(exc)
             message = classified.message if classified is not None else str(exc)
@@ -209,17 +217,17 @@ class KafkaSink(Sink):
             self.schemas[schema.table.label] = schema
             self._topic(schema)
         self._ensure(list(self.topics.values()) + ([self.namer.transaction_topic] if self.tx_metadata else []))
-        ensure_topics(
-            self.admin,
-            [CHECKPOINT_TOPIC],
-            partitions=1,
-            replication_factor=self.replication_factor,
-            config=cp_log.TOPIC_CONFIG,
-        )
+        self._ensure([CHECKPOINT_TOPIC], partitions=1, config=cp_log.TOPIC_CONFIG)
         self._raise_pending("creating topics")
 
-    def _ensure(self, topics: list[str]) -> None:
-        ensure_topics(self.admin, topics, partitions=self.partitions, replication_factor=self.replication_factor)
+    def _ensure(self, topics: list[str], **options: Any) -> None:
+        settings: dict[str, Any] = {"partitions": self.partitions, "replication_factor": self.replication_factor}
+        settings.update(options)
+        try:
+            ensure_topics(self.admin, topics, timeout=_ADMIN_TIMEOUT_S, **settings)
+        except KafkaSinkError:
+            self._raise_pending("creating topics")  # an authentication failure says more than its timeout
+            raise
 
     # ------------------------------------------------------------------ checkpoint records
 
