@@ -81,6 +81,7 @@ def test_seed_body_creates_connector_and_secret_and_redacts(
         assert stored["password_secret_ref"]["name"] == f"{cid}-credentials"
 
     secret = get_json(control_plane, "secret", f"{cid}-credentials", "-n", namespace)
+    assert secret["metadata"]["labels"]["sluice.dev/usable-by-connectors"] == "true"
     assert secret["metadata"]["ownerReferences"][0]["uid"] == cr["metadata"]["uid"]
     assert secret["metadata"]["ownerReferences"][0]["kind"] == "Connector"
     assert secret_values(control_plane, namespace, f"{cid}-credentials") == {
@@ -431,6 +432,16 @@ def test_replace_with_own_references_drops_the_managed_secret(
         conn = own[side]["postgres"]["connection"]
         del conn["password"]
         conn["password_secret_ref"] = {"name": "my-creds", "key": "pw"}
+    # Not marked for connectors yet: refused with the operator's words (it would not run a worker with it).
+    r = api.post("/api/v1/connectors/r1", params=ns, json=own, headers=editor)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "SecretNotAllowed"
+    assert "kubectl label secret my-creds sluice.dev/usable-by-connectors=true" in r.json()["fix"]
+    assert {d["field"] for d in r.json()["details"]} == {
+        "source.postgres.connection.password_secret_ref",
+        "sink.postgres.connection.password_secret_ref",
+    }
+    control_plane.kubectl("label", "secret", "my-creds", "sluice.dev/usable-by-connectors=true", "-n", namespace)
     r = api.post("/api/v1/connectors/r1", params=ns, json=own, headers=editor)
     assert r.status_code == 200, r.text
     assert r.json()["connector"]["sink"]["postgres"]["connection"]["password_secret_ref"]["name"] == "my-creds"
@@ -647,3 +658,60 @@ def test_kubectl_and_rest_refuse_an_identity_change_with_the_same_words(
     spec = get_json(control_plane, "connector", "ident", "-n", namespace)["spec"]
     assert spec["sink"]["postgres"]["target_schema"] == "s2"
     assert spec["source"]["postgres"]["connection"]["user"] == "someone-else"
+
+
+def test_a_connector_may_reference_only_secrets_its_writer_may_read(
+    api: TestClient, control_plane: ControlPlane, namespace: str, editor: Headers
+) -> None:
+    """The service's check with a real SubjectAccessReview for the caller: 403 with the fix, then allowed once the
+    caller may ``get`` that Secret (and the Secret is marked for connectors)."""
+    from functools import partial
+
+    from sluice.errors import AuthorizationError
+
+    state = api.app.state.sluice  # type: ignore[attr-defined]
+    control_plane.kubectl("create", "secret", "generic", "theirs", "--from-literal=pw=not-yours", "-n", namespace)
+    control_plane.kubectl("label", "secret", "theirs", "sluice.dev/usable-by-connectors=true", "-n", namespace)
+    ref = body()
+    ref["source"]["postgres"]["connection"].pop("password")
+    ref["source"]["postgres"]["connection"]["password_secret_ref"] = {"name": "theirs", "key": "pw"}
+    check = partial(state.authorizer.may_read_secret, editor["Authorization"])
+
+    with pytest.raises(AuthorizationError) as refused:
+        state.service.create(namespace, ref, "borrow", check_secret=check)
+    err = refused.value.as_dict()
+    assert refused.value.http_status == 403, err
+    assert 'may not get Secret "theirs"' in err["message"], err
+    assert "Reference a Secret you may read" in err["fix"], err
+    assert control_plane.kubectl("get", "connector", "borrow", "-n", namespace, check=False).returncode != 0
+
+    control_plane.kubectl(
+        "create", "role", "read-theirs", "--verb=get", "--resource=secrets", "--resource-name=theirs", "-n", namespace
+    )
+    control_plane.kubectl(
+        "create",
+        "rolebinding",
+        "read-theirs",
+        "--role=read-theirs",
+        f"--serviceaccount={namespace}:editor",
+        "-n",
+        namespace,
+    )
+    poll(
+        lambda: _may_read(state, editor, namespace),
+        timeout=30,
+        message="editor allowed to get Secret theirs",
+    )
+    out = state.service.create(namespace, ref, "borrow", check_secret=check)
+    assert out["connector"]["source"]["postgres"]["connection"]["password_secret_ref"]["name"] == "theirs"
+    assert "not-yours" not in json.dumps(out)
+
+
+def _may_read(state: Any, headers: Headers, namespace: str) -> bool:
+    from sluice.errors import AuthorizationError
+
+    try:
+        state.authorizer.may_read_secret(headers["Authorization"], namespace, "theirs")
+    except AuthorizationError:
+        return False
+    return True

@@ -153,7 +153,7 @@ def test_force_delete_finishes_with_an_unreachable_source(
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": f"{name}-creds"},
+            "metadata": {"name": f"{name}-creds", "labels": {"sluice.dev/usable-by-connectors": "true"}},
             "stringData": {"source": "x", "sink": "y"},
         },
         cr,

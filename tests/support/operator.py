@@ -125,10 +125,12 @@ def connector_resource(
 
 
 def secret_resource(name: str, source: PgDatabase, sink: PgDatabase) -> dict[str, Any]:
+    """The Secret ``connector_resource`` refers to, labelled for use by connectors (without the label the operator
+    refuses the connector: ``SecretNotAllowed``)."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": {"sluice.dev/usable-by-connectors": "true"}},
         "stringData": {
             "source": source.instance.superuser.password,
             "sink": sink.instance.superuser.password,

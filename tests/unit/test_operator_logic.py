@@ -251,3 +251,48 @@ def test_available_kinds_and_malformed_specs_are_not_unsupported() -> None:
     ):
         out = derive_status(Observed(cr=_cr(spec=spec), pod=None, desired_replicas=1, now=NOW))
         assert _cond(out, "Ready")["reason"] != "UnsupportedKind", spec
+
+
+# --- Secrets a connector may use, inline credentials (sluice.models.secret_access) -------------------------------
+
+
+def test_secret_not_allowed_is_not_ready_with_the_fix_and_no_worker_state() -> None:
+    cr = _cr(status={"state": "realtime"})
+    obs = Observed(
+        cr=cr,
+        pod=None,
+        desired_replicas=0,
+        now=NOW,
+        secrets_not_allowed=(("creds", ("source.postgres.connection.password_secret_ref",)),),
+    )
+    out = derive_status(obs)
+    ready = _cond(out, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "SecretNotAllowed")
+    assert 'Secret "creds"' in ready["message"]
+    assert "kubectl label secret creds sluice.dev/usable-by-connectors=true" in ready["message"]
+    assert _cond(out, "Streaming")["status"] == "False"
+    assert out["state"] is None  # the worker's last "realtime" is no longer true
+
+
+def test_inline_credentials_add_a_condition_naming_the_secret_ref_never_the_value() -> None:
+    conn = {"host": "h", "user": "u", "password": "hunter2", "database": "d"}
+    spec = {
+        "source": {"postgres": {"connection": conn, "replication_type": {"logical_replication": {}}}},
+        "sink": {
+            "postgres": {"connection": {**conn, "password": None, "password_secret_ref": {"name": "s", "key": "k"}}}
+        },
+    }
+    out = derive_status(Observed(cr=_cr(spec=spec), pod=_pod(), desired_replicas=1, now=NOW))
+    cond = _cond(out, "CredentialsInline")
+    assert (cond["status"], cond["reason"]) == ("True", "InlineCredentials")
+    assert "source.postgres.connection.password_secret_ref" in cond["message"]
+    assert "sink.postgres" not in cond["message"]
+    assert "hunter2" not in str(out)
+    # By reference only: no such condition.
+    spec["source"]["postgres"]["connection"] = {
+        **conn,
+        "password": None,
+        "password_secret_ref": {"name": "s", "key": "k"},
+    }
+    out = derive_status(Observed(cr=_cr(spec=spec), pod=_pod(), desired_replicas=1, now=NOW))
+    assert all(c["type"] != "CredentialsInline" for c in out["conditions"])

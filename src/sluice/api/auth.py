@@ -2,8 +2,9 @@
 
 The caller's bearer token is checked with a TokenReview and each action with a SubjectAccessReview for
 ``<verb> connectors.sluice.dev`` in the target namespace, so the same RBAC Roles that govern ``kubectl`` govern
-the REST API. The API then acts with its own ServiceAccount (it also writes the credentials Secret, which the
-caller need not be allowed to touch).
+the REST API. A connector that references a Secret (``*_secret_ref``) also needs ``get`` on that Secret for the
+caller (`Authorizer.may_read_secret`, not cached). The API then acts with its own ServiceAccount (it also writes
+the credentials Secret, which the caller need not be allowed to touch).
 
 Positive answers are cached briefly (``auth_cache_seconds``) to keep TokenReview/SAR round trips off the hot
 path; denials are not cached.
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from sluice.errors import AuthenticationError, AuthorizationError
 from sluice.k8s import GROUP, PLURAL, ReviewClient, UserInfo
 
-__all__ = ["ANONYMOUS_DEV", "Authorizer", "bearer_token"]
+__all__ = ["ANONYMOUS_DEV", "Authorizer", "bearer_token", "secret_forbidden"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,17 @@ def _forbidden(user: UserInfo, verb: str, namespace: str, reason: str) -> Author
             f"--verb={verb} --resource={_RESOURCE}' and 'kubectl -n {namespace} create rolebinding "
             f"sluice-connectors --role=sluice-connectors {binding}'."
         ),
+    )
+
+
+def secret_forbidden(user: UserInfo, namespace: str, name: str, reason: str) -> AuthorizationError:
+    """403 for a connector that references a Secret its caller may not read (`sluice.models.secret_access`)."""
+    why = f" ({reason})" if reason else ""
+    return AuthorizationError(
+        f'user "{user.username}" may not get Secret "{name}" in namespace "{namespace}"{why}, so a connector it '
+        "writes may not reference it (the connector's worker would read it)",
+        fix=f"Reference a Secret you may read, send the credentials inline (they are stored in a Secret of the "
+        f'connector\'s own), or ask a namespace admin for `get` on Secret "{name}".',
     )
 
 
@@ -132,3 +144,16 @@ class Authorizer:
                     self._allowed.clear()
                 self._allowed[key] = now + self._ttl
         return user
+
+    def may_read_secret(self, authorization: str | None, namespace: str, name: str) -> None:
+        """403 unless the caller may ``get`` Secret ``name`` in ``namespace`` (a SubjectAccessReview for the
+        caller); a connector may reference only Secrets its writer may read. No-op in no-auth mode."""
+        user = self.authenticate(authorization)
+        if not self.enabled:
+            return
+        decision = self._reviews.review_access(
+            user, verb="get", group="", resource="secrets", namespace=namespace, name=name
+        )
+        if not decision.allowed:
+            log.info('denied: user "%s" may not get Secret "%s" in namespace "%s"', user.username, name, namespace)
+            raise secret_forbidden(user, namespace, name, decision.reason)

@@ -14,6 +14,10 @@ Condition rules (each message says what to do):
 - Degraded: the worker is retrying, crash-looping, reported an error, or crashed in the last 10 minutes.
 - SlotLagHigh: the slot is more than ``lag_threshold_bytes`` behind: WAL piles up on the source.
 - WalRetained (only while disabled): the slot is kept and holds WAL on the source.
+- A referenced Secret without the label ``sluice.dev/usable-by-connectors: "true"`` (`sluice.models.secret_access`):
+  Ready False with reason ``SecretNotAllowed`` and the fix; no worker runs.
+- CredentialsInline (only when the spec holds a credential inline): True with the fields and the ``*_secret_ref``
+  to use instead (the operator also posts a Warning event when it turns True).
 - A source or sink kind this version cannot run (`sluice.kinds`; a Connector stored before the CRD refused it):
   Ready False with reason ``UnsupportedKind`` and the same message and fix as the API and the CRD, run status
   ``failed``, ``last_error`` set; the operator runs no worker for it, so nothing crash-loops.
@@ -26,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sluice.kinds import REASON, unavailable_kinds
+from sluice.models import secret_access
 
 __all__ = ["Observed", "SlotInfo", "derive_status", "human_bytes", "parse_time"]
 
@@ -56,6 +61,8 @@ class Observed:
     slot: SlotInfo | None = None
     next_run: datetime | None = None
     lag_threshold_bytes: int = 1 << 30
+    secrets_not_allowed: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """Referenced Secrets without the label that marks them for connectors: (name, referencing fields)."""
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -168,6 +175,18 @@ def derive_status(obs: Observed) -> JsonObj:
         conds.append(("Snapshotting", False, REASON, idle))
         conds.append(("Streaming", False, REASON, idle))
         conds.append(("Degraded", False, REASON, idle))
+    elif obs.secrets_not_allowed:
+        # No worker runs (see reconcile): its pod would receive values of Secrets not marked for connectors.
+        text = " ".join(
+            f"{secret_access.not_allowed_message(n, list(f))}. Fix: {secret_access.not_allowed_fix(n)}"
+            for n, f in obs.secrets_not_allowed
+        )
+        idle = "No worker runs for this connector: " + text
+        out["state"] = None
+        conds.append(("Ready", False, secret_access.REASON, text))
+        conds.append(("Snapshotting", False, secret_access.REASON, idle))
+        conds.append(("Streaming", False, secret_access.REASON, idle))
+        conds.append(("Degraded", False, secret_access.REASON, idle))
     elif spec.get("disabled"):
         out["state"] = "disabled"
         behind = (
@@ -326,6 +345,11 @@ def derive_status(obs: Observed) -> JsonObj:
     )
     if spec.get("disabled") and isinstance(lag_bytes, int):
         out["lag_bytes"] = lag_bytes
+    inline = secret_access.inline_credentials(spec)
+    if inline:
+        conds.append(
+            ("CredentialsInline", True, secret_access.INLINE_REASON, secret_access.inline_credential_message(inline))
+        )
 
     old = {c.get("type"): c for c in current.get("conditions") or []}
     now = _fmt(obs.now)

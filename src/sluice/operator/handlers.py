@@ -101,6 +101,20 @@ def cleanup(rec: Reconciler, namespace: str, name: str) -> None:
     pod = client.get_or_none(api_path("pods", namespace, naming.worker_pod_name(name)))
     if pod is not None and not force:
         raise kopf.TemporaryError("waiting for the worker to stop before dropping its slot", delay=2)
+    not_allowed = rec.secrets_not_allowed(cr)
+    if not_allowed:
+        # The credentials are in a Secret not marked for connectors: the operator does not read it.
+        slot = sourcedb.slot_name(cr)
+        rec.event(
+            cr,
+            "Warning",
+            "CleanupSkipped",
+            f"Deleted without cleaning the source: Secret {not_allowed[0][0]} is not labelled "
+            f"sluice.dev/usable-by-connectors=true. If a worker ever ran, drop its slot and publication with "
+            f"SELECT pg_drop_replication_slot('{slot}'); DROP PUBLICATION IF EXISTS {slot};",
+        )
+        rec.forget(namespace, name)
+        return
     try:
         result = sourcedb.drop_replication_state(client, cr)
     except ValidationError:

@@ -22,13 +22,14 @@ from typing import Any
 from sluice.errors import ConflictError, SluiceError
 from sluice.k8s.jsonclient import JsonClient, KubeError, api_path
 from sluice.kinds import unavailable_kinds
+from sluice.models import secret_access
 from sluice.models.resource import API_VERSION, KIND
 from sluice.operator import builders, conditions, naming, sourcedb
 from sluice.operator.history import next_history
 from sluice.operator.metrics import OperatorMetrics
 from sluice.operator.schedule import next_run
 
-__all__ = ["OperatorSettings", "Reconciler"]
+__all__ = ["OperatorSettings", "Reconciler", "declarative_command_message"]
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,8 @@ class Reconciler:
         run_id = template_ann.get(naming.ANNOTATION_RUN_ID) or (cr.get("status") or {}).get("run_id") or _new_run()
         status_extra: JsonObj = {}
 
-        # 1. one-shot commands (REST API or kubectl annotate)
+        # 1. one-shot commands (REST API or kubectl annotate): Restart, ReIntialize, Delete, ForceDelete. Stop/Start
+        # are spec.disabled, never written here (see _command).
         annotations = cr["metadata"].get("annotations") or {}
         command = annotations.get(naming.ANNOTATION_COMMAND)
         if command:
@@ -127,6 +129,7 @@ class Reconciler:
         spec = cr.get("spec") or {}
         status = cr.get("status") or {}
         next_tick: datetime | None = None
+        not_allowed = [] if unavailable_kinds(spec) else self.secrets_not_allowed(cr)
 
         if unavailable_kinds(spec):
             # 2'. a kind this version cannot run (stored before the CRD refused it): no worker at all, so nothing
@@ -135,6 +138,11 @@ class Reconciler:
             self._remove_worker(cr, sts)
             if status.get("reinitialize") or status_extra.get("reinitialize"):
                 status_extra["reinitialize"] = None  # nothing to reset: no worker ever ran this connector
+        elif not_allowed:
+            # 2''. a referenced Secret is not marked for connectors (sluice.models.secret_access): no worker, so its
+            # values reach no pod; the status says SecretNotAllowed with the fix.
+            replicas = 0
+            self._apply_children(cr, replicas, run_id)
         else:
             # 2. how many workers: 0 when disabled or between scheduled runs
             replicas = 0 if spec.get("disabled") else 1
@@ -156,7 +164,7 @@ class Reconciler:
         pod = self.client.get_or_none(api_path("pods", namespace, naming.worker_pod_name(name)))
         if pod is not None and not _owned_by_statefulset(pod, naming.statefulset_name(name)):
             pod = None
-        slot = self._slot(cr) if spec.get("disabled") else None
+        slot = self._slot(cr) if spec.get("disabled") and not not_allowed else None
         observed = conditions.Observed(
             cr=cr,
             pod=pod,
@@ -165,12 +173,13 @@ class Reconciler:
             slot=slot,
             next_run=next_tick,
             lag_threshold_bytes=self.settings.lag_threshold_bytes,
+            secrets_not_allowed=tuple(not_allowed),
         )
         patch = conditions.derive_status(observed)
         patch.update(status_extra)
         if "run_id" not in patch and not status.get("run_id"):
             patch["run_id"] = run_id
-        if spec.get("disabled") or (replicas == 0 and spec.get("schedule")) or unavailable_kinds(spec):
+        if spec.get("disabled") or (replicas == 0 and spec.get("schedule")) or unavailable_kinds(spec) or not_allowed:
             # The worker is not running: what it last reported about its activity is no longer true.
             patch["lag_seconds"] = None
         history = next_history(status, patch, _now())
@@ -180,6 +189,22 @@ class Reconciler:
         self.client.merge_patch(api_path("connectors", namespace, name, "status"), {"status": patch})
         if self.metrics is not None:
             self.metrics.observe(namespace, name, {**status, **patch})
+
+    # --- secrets --------------------------------------------------------------------------------------------
+
+    def secrets_not_allowed(self, cr: JsonObj) -> list[tuple[str, tuple[str, ...]]]:
+        """Referenced Secrets that lack the label marking them for connectors: (name, referencing fields).
+
+        Only labels are looked at; a Secret that does not exist is not listed (the worker pod then reports
+        WorkerConfigError naming it). Values are never logged.
+        """
+        namespace = cr["metadata"]["namespace"]
+        out: list[tuple[str, tuple[str, ...]]] = []
+        for name, fields in sorted(secret_access.referenced_secrets(cr.get("spec") or {}).items()):
+            secret = self.client.get_or_none(api_path("secrets", namespace, name))
+            if secret is not None and not secret_access.is_usable(secret["metadata"].get("labels")):
+                out.append((name, tuple(fields)))
+        return out
 
     # --- commands -------------------------------------------------------------------------------------------
 
@@ -202,11 +227,13 @@ class Reconciler:
             self.client.delete(path)
             return "deleted"
         if command in ("Start", "Stop"):
-            clear["spec"] = {"disabled": command == "Stop"}
+            # The operator never writes spec (GitOps tools would fight it): a pause is declared in spec.disabled,
+            # which the REST API's Stop/Start set on the caller's behalf.
+            self.client.merge_patch(path, clear)
+            self.event(cr, "Warning", "CommandRefused", declarative_command_message(command, name))
+            return "ignored"
         self.client.merge_patch(path, clear)
         what = {
-            "Start": "worker resumed (spec.disabled set to false)",
-            "Stop": "worker stopped, slot kept (spec.disabled set to true)",
             "Restart": "worker restarted with a new run id; progress is kept",
             "ReIntialize": "worker stopped; its slot and progress are dropped, then it snapshots again",
         }[command]
@@ -328,6 +355,14 @@ class Reconciler:
             benign = {"Disabled", "Scheduled", "WorkerPending", "WorkerStarting", "Initializing"}
             kind = "Normal" if after.get("status") == "True" or after.get("reason") in benign else "Warning"
             self.event(cr, kind, after.get("reason") or "Ready", after.get("message") or "")
+        inline_before: JsonObj = next(
+            (c for c in old.get("conditions") or [] if c.get("type") == "CredentialsInline"), {}
+        )
+        inline_after: JsonObj = next(
+            (c for c in new.get("conditions") or [] if c.get("type") == "CredentialsInline"), {}
+        )
+        if inline_after.get("status") == "True" and inline_before.get("status") != "True":
+            self.event(cr, "Warning", secret_access.INLINE_REASON, inline_after.get("message") or "")
         if new.get("state") and new.get("state") != old.get("state"):
             self.event(cr, "Normal", "StateChanged", f"State is now {new['state']}.")
         old_restarts, new_restarts = int(old.get("restarts") or 0), int(new.get("restarts") or 0)
@@ -368,6 +403,17 @@ class Reconciler:
             self.client.create(api_path("events", namespace), body)
         except Exception as exc:
             log.debug("could not post event %s on %s/%s: %s", reason, namespace, cr["metadata"]["name"], exc)
+
+
+def declarative_command_message(command: str, name: str) -> str:
+    """Why a ``Stop``/``Start`` annotation is ignored, and the fix."""
+    value = "true" if command == "Stop" else "false"
+    return (
+        f"Ignored annotation sluice.dev/command={command}: the operator does not change spec, and the annotation "
+        f"takes only the one-shot commands Restart and ReIntialize. Fix: set spec.disabled: {value} "
+        f'(kubectl patch connector {name} --type=merge -p \'{{"spec":{{"disabled":{value}}}}}\'), or send '
+        f"{command} through the REST API, which sets spec.disabled for you."
+    )
 
 
 def _new_run() -> str:

@@ -24,6 +24,7 @@ import contextlib
 import copy
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,7 +45,7 @@ from sluice.api.validation import config_error
 from sluice.errors import ConfigError, ConflictError, ErrorDetail, ImmutableFieldError, NotFoundError, SluiceError
 from sluice.k8s import API_VERSION, KIND, Kube, OwnerRef, StoredSecret
 from sluice.kinds import unavailable_error, unavailable_kinds
-from sluice.models import Connector, ConnectorBody
+from sluice.models import Connector, ConnectorBody, secret_access
 from sluice.models.identity import Immutable, identity_changes
 from sluice.models.resource import connector_to_resource
 from sluice.models.secrets import extract_secrets
@@ -56,6 +57,7 @@ __all__ = [
     "COMMAND_TIME_ANNOTATION",
     "FORCE_DELETE_ANNOTATION",
     "ConnectorService",
+    "SecretCheck",
     "envelope",
 ]
 
@@ -66,6 +68,10 @@ COMMAND_ID_ANNOTATION = "sluice.dev/command-id"
 COMMAND_TIME_ANNOTATION = "sluice.dev/command-requested-at"
 FORCE_DELETE_ANNOTATION = "sluice.dev/force-delete"
 CR_LABELS = {MANAGED_BY_LABEL: MANAGED_BY}
+
+#: ``check(namespace, secret_name)``: raises (403) unless the caller may read that Secret. The routes pass
+#: ``Authorizer.may_read_secret`` bound to the request's Authorization header; None skips it (no-auth mode).
+SecretCheck = Callable[[str, str], None]
 
 
 def _now() -> str:
@@ -136,9 +142,26 @@ def _check_identity(current: dict[str, Any], connector: Connector) -> None:
         raise _immutable_error(problems)
 
 
+def _user_refs(connector: Connector) -> dict[str, list[str]]:
+    """Secrets the connector references, other than the one the API keeps for it (name → fields)."""
+    own = secret_name(connector.id)
+    refs = secret_access.referenced_secrets(connector.model_dump(mode="json", exclude_none=True))
+    return {name: fields for name, fields in refs.items() if name != own}
+
+
 def _owner(cr: dict[str, Any]) -> OwnerRef:
     meta = cr["metadata"]
     return OwnerRef(api_version=API_VERSION, kind=KIND, name=meta["name"], uid=meta["uid"])
+
+
+def _stored_refs(cr: dict[str, Any]) -> set[str]:
+    return set(secret_access.referenced_secrets(cr.get("spec") or {}))
+
+
+class SecretNotAllowedError(ConfigError):
+    """A connector references a Secret not marked for use by connectors (`sluice.models.secret_access`)."""
+
+    reason = secret_access.REASON
 
 
 def _is_ours(secret: StoredSecret) -> bool:
@@ -192,12 +215,50 @@ class ConnectorService:
 
     # -- create -----------------------------------------------------------------------------------------------
 
-    def create(self, namespace: str, body: Any, connector_id: str | None = None) -> dict[str, Any]:
+    def check_secret_refs(
+        self,
+        namespace: str,
+        connector: Connector,
+        check: SecretCheck | None,
+        *,
+        already: set[str] | frozenset[str] = frozenset(),
+    ) -> None:
+        """A connector may reference only Secrets its writer may read (``check``: 403) and that are marked for
+        connectors (the label of `sluice.models.secret_access`: 422, the operator's words). Secrets in ``already``
+        (referenced before this change) are not checked again."""
+        refs = {n: f for n, f in _user_refs(connector).items() if n not in already}
+        for name in sorted(refs):
+            if check is not None:
+                check(namespace, name)
+        problems: list[ErrorDetail] = []
+        for name, fields in sorted(refs.items()):
+            stored = self._read_secret(namespace, name)
+            if stored is None or secret_access.is_usable(stored.labels):
+                continue  # a missing Secret is reported by the worker pod (WorkerConfigError), as for kubectl
+            msg, fix = secret_access.not_allowed_message(name, fields), secret_access.not_allowed_fix(name)
+            problems.extend(ErrorDetail(loc=list(f.split(".")), msg=msg, fix=fix) for f in fields)
+        if problems:
+            raise SecretNotAllowedError(
+                "; ".join(dict.fromkeys(p.msg for p in problems)),
+                fix=" ".join(dict.fromkeys(p.fix for p in problems)),
+                details=problems,
+            )
+
+    def create(
+        self,
+        namespace: str,
+        body: Any,
+        connector_id: str | None = None,
+        *,
+        check_secret: SecretCheck | None = None,
+    ) -> dict[str, Any]:
         """Create a connector; with ``connector_id=None`` the id is generated (retried on the rare collision)."""
         attempts = 1 if connector_id else 3
         for attempt in range(attempts):
             cid = connector_id or new_connector_id()
             connector = _parse_body(body, cid)
+            if attempt == 0:
+                self.check_secret_refs(namespace, connector, check_secret)
             try:
                 return self._create(namespace, connector)
             except ConflictError:
@@ -229,17 +290,23 @@ class ConnectorService:
 
     # -- replace / patch --------------------------------------------------------------------------------------
 
-    def put(self, namespace: str, connector_id: str, body: Any) -> tuple[dict[str, Any], bool]:
+    def put(
+        self, namespace: str, connector_id: str, body: Any, *, check_secret: SecretCheck | None = None
+    ) -> tuple[dict[str, Any], bool]:
         """Create or replace ``connector_id``; returns the envelope and whether it was created."""
         connector = _parse_body(body, connector_id)
         try:
             cr = self.kube.connectors.get(namespace, connector_id)
         except NotFoundError:
+            self.check_secret_refs(namespace, connector, check_secret)
             return self._create(namespace, connector), True
         _check_identity(dict(cr.get("spec") or {}), connector)
+        self.check_secret_refs(namespace, connector, check_secret, already=_stored_refs(cr))
         return self._write_existing(namespace, cr, connector), False
 
-    def patch(self, namespace: str, connector_id: str, patch: Any) -> dict[str, Any]:
+    def patch(
+        self, namespace: str, connector_id: str, patch: Any, *, check_secret: SecretCheck | None = None
+    ) -> dict[str, Any]:
         """Apply an RFC 7396 merge patch to the connector; identity fields cannot change."""
         if not isinstance(patch, dict):
             raise ConfigError(
@@ -264,6 +331,7 @@ class ConnectorService:
             raise config_error(exc, what="the patched connector") from exc
         check_no_placeholders(connector)
         _check_identity(current, connector)
+        self.check_secret_refs(namespace, connector, check_secret, already=_stored_refs(cr))
         return self._write_existing(namespace, cr, connector)
 
     def _write_existing(self, namespace: str, cr: dict[str, Any], connector: Connector) -> dict[str, Any]:
@@ -288,7 +356,8 @@ class ConnectorService:
         # rewrite it with this connector as owner even when its data is unchanged.
         owned = previous is not None and _is_ours(previous) and cr["metadata"]["uid"] in previous.owner_uids
         wrote = False
-        if data and (not owned or data != previous_data):
+        marked = previous is not None and secret_access.is_usable(previous.labels)
+        if data and (not owned or data != previous_data or not marked):
             self._put_secret(namespace, sname, connector.id, data, owner=_owner(cr), previous=previous, adopt=False)
             wrote = True
         body = copy.deepcopy(cr)
@@ -334,7 +403,8 @@ class ConnectorService:
     ) -> None:
         """Create the Secret, or replace it when it is ours (``adopt``: one left from an earlier connector of
         the same name that the garbage collector has not removed yet)."""
-        labels = secret_labels(connector_id)
+        # Marked for connectors: the operator runs a worker only with Secrets that carry this label.
+        labels = secret_labels(connector_id) | {secret_access.USABLE_LABEL: secret_access.USABLE_VALUE}
         if previous is None:
             try:
                 self.kube.secrets.create(namespace, name, data, labels=labels, owner=owner)
