@@ -368,3 +368,72 @@ def test_schema_change_and_transaction_metadata(
     assert tx[1]["event_count"] == 2 and tx[1]["id"] == block["id"]
     assert tx[1]["data_collections"] == [{"data_collection": "public.t", "event_count": 2}]
     assert worker.stop() == 0
+
+
+def test_a_zombie_producer_is_fenced_and_its_open_transaction_dropped(
+    source_db: PgDatabase, kafka: KafkaInstance
+) -> None:
+    """Two sinks with one transactional id: the newer one's start fences the older (its commit fails as a
+    conflict) and aborts what the older left open; only committed batches are visible."""
+    from sluice.errors import ConflictError
+    from sluice.models import Connector
+    from sluice.worker.checkpoints import Checkpoint
+    from sluice.worker.events import Begin, Column, ColumnType, Commit, Op, RowChange, TableId, TableSchema, TypeKind
+    from sluice.worker.positions import Lsn
+    from sluice.worker.sinks.kafka.sink import KafkaSink
+
+    connector = Connector.model_validate(kafka_spec(source_db, kafka))
+    schema = TableSchema(TableId("public", "t"), (Column("id", ColumnType(TypeKind.INT, bits=32), False),), ("id",))
+    t = schema.table
+    old = KafkaSink(connector)
+    new = KafkaSink(connector)
+    try:
+        old.prepare([schema])
+        assert old.load_checkpoint() is None
+        old.apply([Begin("1", Lsn(90)), RowChange(Op.INSERT, t, None, (1,)), Commit("1", Lsn(100))])
+        old.commit(Checkpoint("streaming", Lsn(100).encode()))
+        old.apply([Begin("2", Lsn(190)), RowChange(Op.INSERT, t, None, (2,)), Commit("2", Lsn(200))])
+        new.prepare([schema])
+        checkpoint = new.load_checkpoint()  # initializing the same transactional id fences the old producer
+        assert checkpoint is not None and checkpoint.position == Lsn(100).encode()
+        with pytest.raises(Exception) as info:
+            old.commit(Checkpoint("streaming", Lsn(200).encode()))
+        assert isinstance(old.classify(info.value), ConflictError)
+        new.apply([Begin("2", Lsn(190)), RowChange(Op.INSERT, t, None, (2,)), Commit("2", Lsn(200))])
+        new.commit(Checkpoint("streaming", Lsn(200).encode()))
+    finally:
+        old.close()
+        new.close()
+    records = consume_all(kafka.bootstrap, [f"{connector.id}.public.t"])
+    assert [value(r)["payload"]["after"]["id"] for r in records] == [1, 2]
+
+
+def test_interrupted_snapshot_resumes_by_chunk_without_repeating_rows(
+    source_db: PgDatabase, kafka: KafkaInstance, run_worker: RunWorker, tmp_path: Path
+) -> None:
+    """Killed once some chunks are committed: the next run copies only the others, and each row is read once."""
+    rows = 300000
+    source_db.psql(
+        f"CREATE TABLE big (id int PRIMARY KEY, pad text); INSERT INTO big SELECT g, repeat('x', 50) "
+        f"FROM generate_series(1, {rows}) g; ANALYZE big;"
+    )
+    spec = kafka_spec(source_db, kafka, limits={"snapshot": {"max_buffer_rows": 5000}})
+    config = write_spec(tmp_path, spec)
+    topic = f"{spec['id']}.public.big"
+    worker = run_worker(config)
+    deadline = time.monotonic() + 90
+    while not consume_all(kafka.bootstrap, [topic], timeout=5):
+        assert time.monotonic() < deadline, worker.output_tail()
+    worker.kill()
+    assert "chunks copied" not in worker.stderr_file.read_text(), "killed after the snapshot: make the table bigger"
+    worker = run_worker(config)
+    worker.wait_for_status(realtime, timeout=120)
+    copied = [line for line in worker.stderr_file.read_text().splitlines() if "chunks copied" in line]
+    assert copied, worker.output_tail()
+    resumed_chunks = int(copied[0].split("snapshot: ")[1].split()[0])
+    total_chunks = worker.last_status()["tables"]["public.big"]["chunks_total"]  # type: ignore[index]
+    assert 0 < resumed_chunks < total_chunks
+    records = consume_all(kafka.bootstrap, [topic], timeout=60, at_least=rows)
+    ids = [value(r)["payload"]["after"]["id"] for r in records]
+    assert len(ids) == rows and sorted(ids) == list(range(1, rows + 1))
+    assert worker.stop() == 0
