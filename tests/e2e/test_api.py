@@ -475,14 +475,14 @@ def test_status_and_history_written_by_the_operator_are_shown(
 ) -> None:
     ns = {"namespace": namespace}
     assert api.post("/api/v1/connectors/st", params=ns, json=SEED_BODY, headers=editor).status_code == 201
-    # Stored form (flat, as the operator writes it) ...
+    # Stored form (flat, as the operator writes it: a source that failed its setup is attributed to the Source) ...
     event = {
         "id": "e1",
         "run_id": "run-1",
         "created_at": "2026-01-01T00:00:00Z",
         "component": "Source",
-        "state": "realtime",
-        "status": {"type": "heartbeat"},
+        "state": "initialize",
+        "status": {"type": "failed", "reason": "wal_level is replica"},
     }
     # ... and the reference's form the history endpoint shows.
     shown = {
@@ -491,8 +491,8 @@ def test_status_and_history_written_by_the_operator_are_shown(
         "run_id": "run-1",
         "created_at": "2026-01-01T00:00:00Z",
         "component": "Source",
-        "state": "realtime",
-        "status": "heartbeat",
+        "state": "initialize",
+        "status": {"failed": {"reason": "wal_level is replica"}},
     }
     status = {
         "state": "realtime",

@@ -66,12 +66,14 @@ def test_status_refuses_unknown_state_names() -> None:
         ),
         ({"state": "snapshot", "state_detail": {"name": "public.t"}}, {"state": {"snapshot": {"name": "public.t"}}}),
         ({"state": "realtime"}, {"state": "realtime"}),
-        ({"state": "disabled", "status": {"type": "heartbeat"}}, {"state": "disabled", "status": "heartbeat"}),
+        # A stopped worker's last report (shutdown/complete) under the operator's "disabled".
+        ({"state": "disabled", "status": {"type": "complete"}}, {"state": "disabled", "status": "complete"}),
         ({"status": {"type": "failed", "reason": "SlotMissing"}}, {"status": {"failed": {"reason": "SlotMissing"}}}),
         ({"status": {"type": "skipped", "reason": "Disabled"}}, {"status": {"skipped": {"reason": "Disabled"}}}),
         (
-            {"status": {"type": "retry", "attempt": 3, "reason": "ConnectionReset"}},
-            {"status": {"retry": {"attempt": 3, "reason": "ConnectionReset"}}},
+            # The worker's retry: the attempt and its transient error's message (sluice.worker.k8s_status).
+            {"status": {"type": "retry", "attempt": 3, "reason": "connection to the source was reset"}},
+            {"status": {"retry": {"attempt": 3, "reason": "connection to the source was reset"}}},
         ),
     ],
 )
@@ -120,7 +122,7 @@ def test_history_event() -> None:
         }
     )
     assert event.component.value == "Source"
-    simple = HistoryEvent.model_validate({**event.model_dump(mode="json"), "status": "heartbeat"})
-    assert simple.status == "heartbeat"
+    simple = HistoryEvent.model_validate({**event.model_dump(mode="json"), "status": "complete"})
+    assert simple.status == "complete"
     with pytest.raises(ValidationError):
         HistoryEvent.model_validate({**event.model_dump(mode="json"), "component": "Sink"})

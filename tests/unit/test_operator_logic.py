@@ -53,19 +53,22 @@ def _pod(*, running: bool = True, restarts: int = 0, waiting: dict[str, str] | N
     }
 
 
+def _reported(
+    state: str = "realtime", status: str = "start", reported_at: str = "2026-11-26T11:59:50Z", **fields: Any
+) -> dict[str, Any]:
+    """The status a worker really writes (``status_patch`` of a ``WorkerStatus``: its statuses are
+    start|complete|failed|retry), as reported at ``reported_at``."""
+    patch = status_patch(WorkerStatus(connector="c", run_id="r", state=state, status=status, **fields))
+    patch["worker_reported_at"] = reported_at
+    return patch
+
+
 def _cond(status: dict[str, Any], ctype: str) -> dict[str, Any]:
     return next(c for c in status["conditions"] if c["type"] == ctype)
 
 
 def test_streaming_worker_is_ready_and_streaming() -> None:
-    cr = _cr(
-        status={
-            "state": "realtime",
-            "status": {"type": "heartbeat"},
-            "lag_bytes": 2048,
-            "worker_reported_at": "2026-11-26T11:59:50Z",
-        }
-    )
+    cr = _cr(status=_reported("realtime", "start", lag_bytes=2048))
     out = derive_status(Observed(cr=cr, pod=_pod(), desired_replicas=1, now=NOW))
     assert _cond(out, "Ready")["status"] == "True"
     assert _cond(out, "Streaming")["status"] == "True"
@@ -75,9 +78,7 @@ def test_streaming_worker_is_ready_and_streaming() -> None:
 
 
 def test_silent_worker_is_not_ready() -> None:
-    cr = _cr(
-        status={"state": "realtime", "status": {"type": "heartbeat"}, "worker_reported_at": "2026-11-26T11:00:00Z"}
-    )
+    cr = _cr(status=_reported("realtime", "start", reported_at="2026-11-26T11:00:00Z"))
     out = derive_status(Observed(cr=cr, pod=_pod(), desired_replicas=1, now=NOW))
     assert _cond(out, "Ready")["reason"] == "WorkerSilent"
 
@@ -187,9 +188,7 @@ def test_worker_status_patch() -> None:
 
 
 def test_recent_crash_keeps_degraded_while_ready_again() -> None:
-    cr = _cr(
-        status={"state": "realtime", "status": {"type": "heartbeat"}, "worker_reported_at": "2026-11-26T11:59:59Z"}
-    )
+    cr = _cr(status=_reported("realtime", "start", reported_at="2026-11-26T11:59:59Z"))
     out = derive_status(Observed(cr=cr, pod=_pod(restarts=1), desired_replicas=1, now=NOW))
     assert _cond(out, "Ready")["status"] == "True"
     degraded = _cond(out, "Degraded")

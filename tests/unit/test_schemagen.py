@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from sluice import kinds, schemagen
-from sluice.models import Connector
+from sluice.models import Connector, PostgresSslMode
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -150,8 +150,12 @@ def test_every_field_has_a_description(root_schema: dict[str, Any]) -> None:
 def test_explain_worthy_connection_docs(spec_schema: dict[str, Any]) -> None:
     conn = at(spec_schema, "source.postgres.connection")
     assert conn["description"] == "Connection to the source database."
-    assert "libpq" not in conn["properties"]["ssl_mode"]["description"] or True
-    assert "VerifyFull" in conn["properties"]["ssl_mode"]["description"]
+    ssl_mode = conn["properties"]["ssl_mode"]
+    # `kubectl explain` says what each mode does in Sluice's words (not a pointer to libpq's manual).
+    assert "libpq" not in ssl_mode["description"]
+    assert ssl_mode["enum"] == [m.value for m in PostgresSslMode]
+    for mode in ssl_mode["enum"]:
+        assert f"{mode} (" in ssl_mode["description"], f"ssl_mode {mode} is not explained"
     assert conn["required"] == ["host", "user", "database"]
 
 
@@ -390,3 +394,31 @@ def test_flipping_the_switch_drops_the_rule(monkeypatch: pytest.MonkeyPatch) -> 
     assert ".kafka" not in paths
     assert ".webhook" in paths
     assert kinds.unavailable("sink", "webhook").message.endswith("available sinks: postgres, kafka")
+
+
+@pytest.mark.parametrize("part", ["source", "sink"])
+def test_identity_is_immutable_in_the_crd_with_the_rest_api_words(spec_schema: dict[str, Any], part: str) -> None:
+    """A transition rule (oldSelf) per identity field of every kind, and one for the kind itself; each message
+    is the REST API's refusal for that field (sluice.models.identity)."""
+    from sluice.models import identity
+
+    node = at(spec_schema, part)
+    kind_rules = [r for r in node["x-kubernetes-validations"] if "oldSelf" in r["rule"]]
+    assert [r["message"] for r in kind_rules] == [identity.immutable_kind(part).text]  # type: ignore[arg-type]
+    for kind in node["properties"]:
+        assert f"has(self.{kind}) == has(oldSelf.{kind})" in kind_rules[0]["rule"]
+    checked = 0
+    for kind, kind_node in node["properties"].items():
+        connection = kind_node.get("properties", {}).get("connection")
+        if connection is None:
+            continue
+        rules = {
+            r.get("fieldPath"): r for r in connection.get("x-kubernetes-validations", []) if "oldSelf" in r["rule"]
+        }
+        fields = [f for f in identity.IDENTITY_FIELDS if f in connection["properties"]]
+        for field in fields:
+            rule = rules[f".{field}"]
+            assert rule["message"] == identity.immutable_field(part, kind, field).text  # type: ignore[arg-type]
+            assert f"self.{field} == oldSelf.{field}" in rule["rule"]
+            checked += 1
+    assert checked >= 3  # postgres host, port, database at least
