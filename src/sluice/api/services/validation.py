@@ -34,7 +34,7 @@ from sluice.api.validation import config_error
 from sluice.errors import AuthorizationError, ConfigError, ErrorDetail, NotFoundError, SluiceError
 from sluice.k8s import Kube, UserInfo
 from sluice.kinds import Part, available, schema_kinds, unavailable, unavailable_error
-from sluice.models import Buffer, Catalog, Connector, SecretRef
+from sluice.models import REDACTED, Buffer, Catalog, Connector, SecretRef
 from sluice.models import Sink as SinkModel
 from sluice.models import Source as SourceModel
 from sluice.models.secrets import iter_secrets, resolve_secrets
@@ -181,6 +181,27 @@ def _failed(name: str, err: SluiceError, loc: list[str | int]) -> CheckView:
     )
 
 
+def _no_placeholders(model: BaseModel, prefix: str | None) -> None:
+    """Refuse a redaction placeholder sent as a credential (a GET response pasted back), as the connector API does."""
+    bad = [
+        [*([prefix] if prefix else []), *path]
+        for path, value, _ in iter_secrets(model)
+        if value is not None and value.get_secret_value() in (REDACTED, "**redacted**")
+    ]
+    if bad:
+        raise ConfigError(
+            "a secret field holds the redaction placeholder instead of a credential",
+            details=[
+                ErrorDetail(
+                    loc,
+                    "this is the placeholder shown in place of a secret, not a credential",
+                    f"Send the real value or '{loc[-1]}_secret_ref: {{name, key}}'.",
+                )
+                for loc in bad
+            ],
+        )
+
+
 def _require_object(body: Any, what: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ConfigError(
@@ -250,6 +271,8 @@ class ValidationService:
         """``model`` with every ``*_secret_ref`` replaced by the Secret's value (placeholders refused first)."""
         if isinstance(model, Connector):
             check_no_placeholders(model)
+        else:
+            _no_placeholders(model, prefix)
         refs = [(path, ref) for path, _, ref in iter_secrets(model) if ref is not None]
         if not refs:
             return model
