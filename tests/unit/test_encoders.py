@@ -309,3 +309,28 @@ def test_native_values() -> None:
         == "2024-01-01T00:00:00Z"
     )
     assert native_value(ColumnType(TypeKind.BYTES))(b"a") == "YQ=="
+
+
+@pytest.mark.parametrize("schemas_enable", [True, False])
+def test_fast_json_paths_equal_the_dict_paths(schemas_enable: bool) -> None:
+    from sluice.worker.encoders import dumps
+
+    plain = TableSchema(
+        T, (Column("id", ColumnType(TypeKind.INT, bits=32)), Column("v", ColumnType(TypeKind.TEXT))), ("id",)
+    )
+    changes = [
+        (SCHEMA, RowChange(Op.INSERT, T, None, (1, Decimal("1.5"), "x"))),
+        (SCHEMA, RowChange(Op.UPDATE, T, (1, None, None), (1, Decimal("2"), None), frozenset({2}))),
+        (SCHEMA, RowChange(Op.DELETE, T, (1, None, None), None)),
+        (plain, RowChange(Op.UPDATE, T, (1, "a"), (1, "b"))),
+        (plain, RowChange(Op.INSERT, T, None, (2, None))),
+        (TableSchema(T, plain.columns), RowChange(Op.INSERT, T, None, (3, "k"))),
+    ]
+    e = enc(schemas_enable=schemas_enable, emit_tx_metadata=True)
+    n = NativeEncoder()
+    for tx in (TX, TxContext(None, Lsn(9), snapshot=True)):
+        for schema, change in changes:
+            fast = e.change_json(schema, change, tx, ts_us=NOW_US, total_order=4, collection_order=2)
+            slow = e.value_json(e.change(schema, change, tx, ts_us=NOW_US, total_order=4, collection_order=2))
+            assert json.loads(fast) == json.loads(slow) and fast == slow
+            assert n.change_json(schema, change, tx) == dumps(n.change(schema, change, tx))

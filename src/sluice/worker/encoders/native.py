@@ -42,7 +42,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sluice.worker.encoders.debezium import TxContext, epoch_micros
+from sluice.worker.encoders.debezium import TxContext, dumps, epoch_micros
 from sluice.worker.events import ColumnType, Op, RowChange, TableSchema, TypeKind
 
 __all__ = ["NativeEncoder", "native_value"]
@@ -141,6 +141,9 @@ class NativeEncoder:
     def __init__(self, *, include_before: bool = True) -> None:
         self.include_before = include_before
         self._tables: dict[TableSchema, tuple[tuple[tuple[str, Converter], ...], tuple[int, ...]]] = {}
+        self._plain: dict[TableSchema, tuple[str, ...] | None] = {}
+        self._prefix_key: tuple[TxContext, str, str] | None = None
+        self._prefix = ""
 
     def _table(self, schema: TableSchema) -> tuple[tuple[tuple[str, Converter], ...], tuple[int, ...]]:
         cached = self._tables.get(schema)
@@ -182,6 +185,53 @@ class NativeEncoder:
         if change.unchanged:
             event["unchanged"] = [columns[i][0] for i in sorted(change.unchanged)]
         return event
+
+    def change_json(self, schema: TableSchema, change: RowChange, tx: TxContext) -> str:
+        """``dumps(change(...))``, faster: the fields shared by a transaction's events of one table are made once."""
+        columns, key = self._table(schema)
+        plain = self._plain.get(schema, ())
+        if plain == ():
+            plain = self._plain[schema] = (
+                tuple(n for n, _ in columns) if all(c is _identity for _, c in columns) else None
+            )
+        op = Op.READ.value if tx.snapshot else change.op.value
+        label = change.table.label
+        last = self._prefix_key
+        if last is None or last[0] is not tx or last[1] != label or last[2] != op:
+            self._prefix_key = (tx, label, op)
+            head = {
+                "op": op,
+                "table": label,
+                "position": tx.position.encode() if tx.position is not None else None,
+                "xid": tx.xid,
+                "ts_ms": epoch_micros(tx.commit_time) // 1000,
+            }
+            self._prefix = dumps(head)[:-1]
+        parts = [self._prefix]
+        identity = change.after if change.after is not None else change.before
+        if key and identity is not None:
+            parts.append(
+                ',"key":'
+                + dumps({columns[i][0]: (None if identity[i] is None else columns[i][1](identity[i])) for i in key})
+            )
+        after = change.after
+        if after is not None:
+            if plain is not None and not change.unchanged and len(after) == len(plain):
+                row = dict(zip(plain, after, strict=True))
+            else:
+                row = self._row(columns, after, change.unchanged)
+            parts.append(',"row":' + dumps(row))
+        before = change.before
+        if self.include_before and before is not None and change.op in (Op.UPDATE, Op.DELETE):
+            if plain is not None and len(before) == len(plain):
+                brow = dict(zip(plain, before, strict=True))
+            else:
+                brow = self._row(columns, before)
+            parts.append(',"before":' + dumps(brow))
+        if change.unchanged:
+            parts.append(',"unchanged":' + dumps([columns[i][0] for i in sorted(change.unchanged)]))
+        parts.append("}")
+        return "".join(parts)
 
     def truncate(self, schema: TableSchema, tx: TxContext) -> dict[str, Any]:
         return {

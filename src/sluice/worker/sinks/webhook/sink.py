@@ -341,17 +341,16 @@ class WebhookSink(Sink):
 
     def _encode(self, schema: TableSchema, change: RowChange, tx: TxContext, total: int, per_table: int) -> bytes:
         if self.debezium is not None:
-            rec = self.debezium.change(
+            return self.debezium.change_json(
                 schema,
                 change,
                 tx,
                 ts_us=epoch_micros(datetime.now(UTC)),
                 total_order=total,
                 collection_order=per_table,
-            )
-            return self.debezium.value_json(rec).encode()
+            ).encode()
         assert self.native is not None
-        return dumps(self.native.change(schema, change, tx)).encode()
+        return self.native.change_json(schema, change, tx).encode()
 
     def _encode_truncate(self, schema: TableSchema, tx: TxContext, total: int, per_table: int) -> bytes:
         if self.debezium is not None:
