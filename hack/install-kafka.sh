@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install Apache Kafka (KRaft, no ZooKeeper) from its jars on Maven Central, for the tests and `sluice dev`.
+# Install Apache Kafka (KRaft, no ZooKeeper) and its command-line tools from their jars on Maven Central, for the
+# tests and `sluice dev`.
 #
 # Kafka publishes the broker as an ordinary Maven artifact (org.apache.kafka:kafka_2.13); a throwaway pom that
 # depends on it, plus an SLF4J binding so the broker logs, lets `mvn dependency:copy-dependencies` put every
@@ -24,7 +25,9 @@ case "${1:-}" in
   *) echo "usage: $0 [--print-dir]" >&2; exit 2 ;;
 esac
 
-if [[ -f "$OUT/.installed" ]]; then
+# The marker names what was installed; a change of this script's jar set reinstalls.
+MARKER="$KAFKA_VERSION broker+tools slf4j-$SLF4J_VERSION"
+if [[ -f "$OUT/.installed" && "$(cat "$OUT/.installed")" == "$MARKER" ]]; then
   echo "kafka $KAFKA_VERSION already installed in $OUT"
   exit 0
 fi
@@ -51,6 +54,12 @@ cat > "$work/pom.xml" <<POM
       <version>$KAFKA_VERSION</version>
     </dependency>
     <dependency>
+      <!-- kafka-console-consumer and friends: org.apache.kafka.tools.consumer.ConsoleConsumer -->
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka-tools</artifactId>
+      <version>$KAFKA_VERSION</version>
+    </dependency>
+    <dependency>
       <groupId>org.slf4j</groupId>
       <artifactId>slf4j-simple</artifactId>
       <version>$SLF4J_VERSION</version>
@@ -66,5 +75,5 @@ mvn -q -B -f "$work/pom.xml" dependency:copy-dependencies -DincludeScope=runtime
 ls "$OUT/libs.tmp"/kafka_2.13-"$KAFKA_VERSION".jar >/dev/null
 rm -rf "$OUT/libs"
 mv "$OUT/libs.tmp" "$OUT/libs"
-echo "$KAFKA_VERSION" > "$OUT/.installed"
+echo "$MARKER" > "$OUT/.installed"
 echo "kafka $KAFKA_VERSION installed in $OUT ($(ls "$OUT/libs" | wc -l) jars, $(( $(date +%s) - start ))s)"
