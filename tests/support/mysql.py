@@ -100,7 +100,7 @@ class MySqlDatabase:
     def create_user(self, name: str, password: str, grants: list[str]) -> None:
         """A user with exactly ``grants`` (``"REPLICATION SLAVE ON *.*"``, ...), created afresh."""
         self.server.execute(f"DROP USER IF EXISTS '{name}'@'%'")
-        self.server.execute(f"CREATE USER '{name}'@'%' IDENTIFIED BY %s", (password,))
+        self.server.execute(f"CREATE USER '{name}'@'%%' IDENTIFIED BY %s", (password,))
         for grant in grants:
             self.server.execute(f"GRANT {grant} TO '{name}'@'%'")
 

@@ -17,19 +17,21 @@ import logging
 import ssl
 import threading
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import pymysql
+import pymysql.cursors
 
 from sluice.errors import ConfigError, ReplicationError, SluiceError
 from sluice.models import Connector
-from sluice.worker.events import TableId, TableSchema
+from sluice.worker.events import ExistingValues, TableId, TableSchema
 from sluice.worker.positions import Position
 from sluice.worker.sources.base import ChangeStream, Check, RetainedLog, SnapshotChunk, SnapshotSession, Source
 from sluice.worker.sources.mysql.errors import REINIT_FIX, classify
 from sluice.worker.sources.mysql.positions import MySqlPosition
 from sluice.worker.sources.mysql.preflight import raise_failed, server_checks
-from sluice.worker.sources.mysql.snapshot import MySqlSnapshot, plan_table, read_position
+from sluice.worker.sources.mysql.snapshot import MySqlSnapshot, plan_table, qi, read_position
 from sluice.worker.sources.mysql.stream import BinlogStream
 from sluice.worker.sources.mysql.types import ColumnInfo, Loader, column_of, loader_for
 
@@ -458,7 +460,64 @@ class MySqlSource(Source):
             loaders=self.loaders,
             refresh=lambda db, name: self.describe(name),
             lag_bytes=self.lag_bytes,
+            current_rows=self.current_rows,
+            existing=self.existing_values,
         )
+
+    def existing_values(self, schema: TableSchema, added: list[str]) -> dict[str, ExistingValues]:
+        """What rows that existed before hold in columns just added: NULL for a NULL default; otherwise the
+        source's values by key (``per_row``: read back exactly, whatever the default's expression), or, for a keyless
+        table, the default's literal text."""
+        rows = self._sql(
+            "SELECT COLUMN_NAME, COLUMN_DEFAULT FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
+            "AND TABLE_NAME = %s",
+            (self.database, schema.table.name),
+        )
+        defaults = {str(r[0]): r[1] for r in rows}
+        out: dict[str, ExistingValues] = {}
+        for name in added:
+            default = defaults.get(name)
+            if default is None or str(default).upper() == "NULL":
+                out[name] = ExistingValues(None)
+            elif schema.key:
+                out[name] = ExistingValues(per_row=True)
+            else:
+                text = str(default)
+                if len(text) >= 2 and text[0] == text[-1] == "'":  # MariaDB quotes literals
+                    text = text[1:-1].replace("''", "'")
+                out[name] = ExistingValues(text)
+        return out
+
+    def backfill_rows(self, table: TableSchema, columns: list[str], batch_rows: int) -> Iterator[list[tuple[Any, ...]]]:
+        """``(key..., columns...)`` of every current row, as neutral values."""
+        label = table.table.label
+        names = [*table.key, *columns]
+        with self._lock:
+            infos = {i.name: i for i in self.infos.get(label, [])}
+            current = self.schemas.get(label, table)
+        cols = {c.name: c for c in current.columns}
+        loaders = [loader_for(infos[n], cols[n]) for n in names]
+        conn = self.connect()
+        try:
+            with conn.cursor(pymysql.cursors.SSCursor) as cur:
+                select = ", ".join(qi(n) for n in names)
+                cur.execute(f"SELECT {select} FROM {qi(self.database)}.{qi(table.table.name)}")
+                while rows := cur.fetchmany(max(1, batch_rows)):
+                    yield [tuple(load(v) for load, v in zip(loaders, row, strict=True)) for row in rows]
+        except pymysql.err.MySQLError as exc:
+            raise classify(exc, f"cannot read the values of columns added to {label}", self.settings) from exc
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def current_rows(self, label: str) -> Iterator[tuple[Any, ...]]:
+        """Every row of a table as it is now, loaded (a table renamed into the selection while streaming)."""
+        session = self._session([], None)
+        try:
+            for batch in session.read(SnapshotChunk(label, 0, {}), 1000):
+                yield from batch
+        finally:
+            session.close()
 
     # ------------------------------------------------------------------ retention
 

@@ -9,9 +9,9 @@ Mapping: rows events of selected tables -> ``RowChange`` (the first one opens th
 ``COMMIT`` query -> ``Commit`` at the position after it (binlog file, offset, GTID state with this transaction's
 GTID added); ``TRUNCATE`` -> ``Truncate``; ``ALTER``/``CREATE``/``RENAME``/``DROP TABLE`` -> ``SchemaChange``
 with the table as ``information_schema`` describes it now (a dropped table stops streaming; the sink keeps its
-rows). Transactions without changes of selected tables produce nothing, except that the position moves on: every
-:data:`IDLE_COMMIT_S` seconds an empty ``Begin``/``Commit`` carries it, so a restart does not re-read long
-stretches of other databases' log.
+rows; a table renamed into the selection arrives with its current rows, as upserts). Transactions without
+changes of selected tables produce nothing, except that the position moves on: every :data:`IDLE_COMMIT_S` seconds
+an empty ``Begin``/``Commit`` carries it, so a restart does not re-read long stretches of other databases' log.
 
 The library reconnects by itself after a lost connection, from its start position: that would replay events
 already handed out, so a second stream connection is refused and the failure goes to the engine, which resumes
@@ -26,7 +26,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,7 +37,18 @@ from pymysqlreplication.event import GtidEvent, MariadbGtidEvent, QueryEvent, Ro
 from pymysqlreplication.row_event import DeleteRowsEvent, TableMapEvent, UpdateRowsEvent, WriteRowsEvent
 
 from sluice.errors import TransientError
-from sluice.worker.events import Begin, Commit, Event, Op, RowChange, SchemaChange, TableId, TableSchema, Truncate
+from sluice.worker.events import (
+    Begin,
+    Commit,
+    Event,
+    ExistingValues,
+    Op,
+    RowChange,
+    SchemaChange,
+    TableId,
+    TableSchema,
+    Truncate,
+)
 from sluice.worker.positions import Position
 from sluice.worker.sources.base import ChangeStream, Lag
 from sluice.worker.sources.mysql.errors import classify
@@ -147,6 +158,8 @@ class BinlogStream(ChangeStream):
         loaders: Callable[[str], list[Loader]],
         refresh: Callable[[str, str], TableSchema | None],
         lag_bytes: Callable[[MySqlPosition], int | None],
+        current_rows: Callable[[str], Iterator[tuple[Any, ...]]],
+        existing: Callable[[TableSchema, list[str]], dict[str, ExistingValues]],
     ) -> None:
         self.settings = settings
         self.server_id = server_id
@@ -157,6 +170,9 @@ class BinlogStream(ChangeStream):
         self._loaders = loaders
         self._refresh = refresh
         self._lag_bytes = lag_bytes
+        self._current_rows = current_rows
+        self._existing = existing
+        self._copy_later: list[str] = []
         self.queue: queue.Queue[Event | _Failure] = queue.Queue(maxsize=QUEUE_EVENTS)
         self._closed = threading.Event()
         self._reader: BinLogStreamReader | None = None
@@ -360,6 +376,13 @@ class BinlogStream(ChangeStream):
             self._put(Begin(None, None, self._time(event)))
             for change in changes:
                 self._put(change)
+            for label in self._copy_later:
+                # A table renamed into the selection brings its rows: copied as they are now (upserts; the binlog
+                # events after this point are applied on top, so a keyed table converges to the source).
+                table = self.schemas[label].table
+                for row in self._current_rows(label):
+                    self._put(RowChange(Op.INSERT, table, None, row))
+            self._copy_later.clear()
             self._began = True
         self._commit(event, None)
 
@@ -382,7 +405,10 @@ class BinlogStream(ChangeStream):
                 if self.schemas.pop(f"{odb}.{old}", None) is not None:
                     log.warning("table %s.%s was renamed to %s.%s at the source", odb, old, ndb, new)
                 if ndb == self.database:
-                    out += self._schema_of(ndb, new)
+                    added = self._schema_of(ndb, new)
+                    out += added
+                    if added:
+                        self._copy_later.append(f"{ndb}.{new}")
             return out
         for db, name in ours:  # alter / create
             out += self._schema_of(db, name)
@@ -397,4 +423,5 @@ class BinlogStream(ChangeStream):
         self.schemas[label] = schema
         if previous is not None and previous == schema:
             return []
-        return [SchemaChange(schema, previous)]
+        added = [c.name for c in schema.columns if previous is not None and c.name not in previous.column_names]
+        return [SchemaChange(schema, previous, self._existing(schema, added) if added else {})]
