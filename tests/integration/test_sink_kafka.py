@@ -110,6 +110,7 @@ def test_snapshot_and_changes_as_debezium_events(
     snap = wait_records(kafka, [topic], 20)
     events = payloads(snap)
     assert {e["op"] for e in events} == {"r"}
+    assert all(e["source"]["ts_ms"] > 0 and e["source"]["lsn"] for e in events)
     assert sorted(e["after"]["id"] for e in events) == list(range(1, 21))
     first = value(snap[0])
     assert first["schema"]["name"] == f"{spec['id']}.public.acc.Envelope"

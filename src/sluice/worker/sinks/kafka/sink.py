@@ -27,6 +27,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -270,7 +271,8 @@ class KafkaSink(Sink):
         state.plan = plan
         state.done -= copying
         state.checkpoint = checkpoint
-        self._snapshot_tx = TxContext(None, _position(checkpoint.snapshot_position), None, snapshot=True)
+        # source.ts_ms of snapshot rows: when the snapshot started (Debezium: when the row was read)
+        self._snapshot_tx = TxContext(None, _position(checkpoint.snapshot_position), datetime.now(UTC), snapshot=True)
 
     def reset(self) -> None:
         state = self._state_now()
@@ -397,7 +399,7 @@ class KafkaSink(Sink):
         if self._snapshot_tx is None:
             state = self._state_now()
             where = state.checkpoint.snapshot_position if state.checkpoint is not None else None
-            self._snapshot_tx = TxContext(None, _position(where), None, snapshot=True)
+            self._snapshot_tx = TxContext(None, _position(where), datetime.now(UTC), snapshot=True)
         return self._snapshot_tx
 
     def _snapshot_rows(self, chunk: SnapshotChunk, rows: list[tuple[Any, ...]]) -> None:
