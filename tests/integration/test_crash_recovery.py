@@ -1,9 +1,19 @@
 """Crash trials: kill -9 of the worker at random moments, a restarted source — and not one row lost or duplicated.
 
-Every trial runs a writer on the source (inserts, updates, key changes and deletes across two tables, in
+Every trial runs a writer on the source (inserts, updates, key changes and deletes across two keyed tables, in
 multi-statement transactions, now and then a transaction big enough to be streamed while in progress), kills the
 worker with SIGKILL at random instants, starts it again, lets it catch up and then compares source and sink row by
-row. Randomness comes from one seeded RNG per trial; the seed is attached to any failure, and
+row.
+
+On a keyed table a replayed transaction is an idempotent upsert: it cannot show a duplicate. So the writer also
+writes two tables without a key, where a change applied twice stays visible:
+
+- ``changes``, append-only: each statement of each transaction inserts one row carrying a unique change number
+  (a sequence); after the trial every committed number is in the sink exactly once (`assert_each_change_once`);
+- ``notes``, keyless (``REPLICA IDENTITY FULL``) with inserts, updates and deletes: compared as a multiset, so a
+  replayed insert is an extra row and a lost delete a left-over one.
+
+Randomness comes from one seeded RNG per trial; the seed is attached to any failure, and
 ``SLUICE_CRASH_SEED=<n>`` replays a run.
 
 Written against the worker's CLI contract only (``sluice worker --config FILE --status-file FILE``; JSON status
@@ -31,7 +41,9 @@ from tests.support.pg import PgDatabase, WorkerProcess, wait_tables_equal
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-TABLES = {"accounts": ("id",), "items": ("id",)}
+#: table -> the columns rows are ordered by for the comparison; the keyless tables by all their columns, so the
+#: comparison is one of multisets (a duplicate is an extra row).
+TABLES = {"accounts": ("id",), "items": ("id",), "changes": ("change_no", "tx"), "notes": ("n", "body")}
 BASE_SEED = int(os.environ.get("SLUICE_CRASH_SEED", str(random.SystemRandom().randrange(1, 1 << 30))))
 
 SNAPSHOT_TRIALS = 6
@@ -63,6 +75,13 @@ def create_schema(db: PgDatabase) -> None:
             updated timestamptz NOT NULL DEFAULT now()
         );
         CREATE TABLE items (id integer PRIMARY KEY, tag text NOT NULL, doc jsonb);
+        -- No key: a change applied twice would be a second row.
+        CREATE SEQUENCE change_no;
+        CREATE TABLE changes (change_no bigint NOT NULL, tx text NOT NULL);
+        ALTER TABLE changes REPLICA IDENTITY FULL;
+        CREATE SEQUENCE note_no;
+        CREATE TABLE notes (n bigint NOT NULL, body text NOT NULL);
+        ALTER TABLE notes REPLICA IDENTITY FULL;
         """
     )
 
@@ -79,6 +98,21 @@ def load(db: PgDatabase, accounts: int, items: int) -> None:
         "FROM generate_series(1, %s) g",
         (items,),
     )
+    db.execute("INSERT INTO changes (change_no, tx) SELECT nextval('change_no'), 'load' FROM generate_series(1, 100)")
+    db.execute("INSERT INTO notes (n, body) SELECT nextval('note_no'), md5(g::text) FROM generate_series(1, 200) g")
+
+
+def assert_each_change_once(source: PgDatabase, sink: PgDatabase, at_least: int) -> int:
+    """Every change number committed on the source is in the sink's append-only table exactly once."""
+    dupes = sink.execute("SELECT change_no, count(*) FROM changes GROUP BY 1 HAVING count(*) > 1 ORDER BY 1 LIMIT 5")
+    assert not dupes, f"changes applied more than once in the sink (change_no, times): {dupes}"
+    src = [r[0] for r in source.execute("SELECT change_no FROM changes ORDER BY 1")]
+    dst = [r[0] for r in sink.execute("SELECT change_no FROM changes ORDER BY 1")]
+    missing = sorted(set(src) - set(dst))
+    extra = sorted(set(dst) - set(src))
+    assert not missing and not extra, f"sink lacks changes {missing[:5]} and has unknown ones {extra[:5]}"
+    assert len(src) >= at_least, f"only {len(src)} changes on the source: the trial proved little"
+    return len(src)
 
 
 @dataclass
@@ -125,8 +159,13 @@ class Writer:
                     with psycopg.connect(**self.db.conninfo(), autocommit=True, connect_timeout=5) as conn:
                         while not self._stop.is_set():
                             with conn.transaction():
+                                tx = f"tx{self.committed}-{rng.randrange(10**6)}"
                                 for _ in range(rng.randint(1, 4)):
                                     self._statement(conn, rng)
+                                    conn.execute(
+                                        "INSERT INTO changes (change_no, tx) VALUES (nextval('change_no'), %s)", (tx,)
+                                    )
+                                self._keyless(conn, rng)
                                 self._maybe_bulk(conn, rng)
                             self.committed += 1
                             time.sleep(rng.uniform(*self.pause))
@@ -172,6 +211,24 @@ class Writer:
             )
         else:
             conn.execute("DELETE FROM items WHERE id = %s", (rng.randint(1, self.items_max),))
+
+    def _keyless(self, conn: psycopg.Connection[Any], rng: random.Random) -> None:
+        """Inserts, updates and deletes on ``notes`` (no key: the sink finds a row by all its old values)."""
+        op = rng.random()
+        if op < 0.5:
+            conn.execute(
+                "INSERT INTO notes (n, body) SELECT nextval('note_no'), md5(random()::text) "
+                "FROM generate_series(1, %s)",
+                (rng.randint(1, 5),),
+            )
+        elif op < 0.8:
+            conn.execute(
+                "UPDATE notes SET body = md5(random()::text) "
+                "WHERE n IN (SELECT n FROM notes ORDER BY random() LIMIT %s)",
+                (rng.randint(1, 3),),
+            )
+        else:
+            conn.execute("DELETE FROM notes WHERE n IN (SELECT n FROM notes ORDER BY random() LIMIT 1)")
 
     def _maybe_bulk(self, conn: psycopg.Connection[Any], rng: random.Random) -> None:
         if rng.random() < self.bulk_probability:
@@ -270,6 +327,7 @@ def test_kill9_during_snapshot(trial: int, source_db: PgDatabase, trial_factory:
             writer.stop()
         t.event(f"writer stopped after {writer.committed} transactions")
         t.converge(worker)
+        t.event(f"{assert_each_change_once(source_db, t.sink, at_least=100 + writer.committed)} changes, each once")
         t.shutdown(worker)
 
 
@@ -306,6 +364,7 @@ def test_kill9_during_streaming(trial: int, source_db: PgDatabase, trial_factory
             (source_db.name,),
         )
         t.event(f"slot statistics: streamed in-progress transactions, spilled transactions = {streamed[0]}")
+        t.event(f"{assert_each_change_once(source_db, t.sink, at_least=100 + writer.committed)} changes, each once")
         t.shutdown(worker)
 
 
@@ -336,4 +395,5 @@ def test_source_restart_within_retry_window(
         retries = [s for s in worker.statuses() if s.get("status") == "retry"]
         t.event(f"{len(retries)} retry status lines")
         t.converge(worker)
+        t.event(f"{assert_each_change_once(source_db, t.sink, at_least=100 + writer.committed)} changes, each once")
         t.shutdown(worker)
