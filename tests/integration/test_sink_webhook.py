@@ -343,3 +343,29 @@ def contextlib_receiver(tls: TlsMaterial) -> Any:
     from tests.support.webhook import receiver
 
     return receiver(tls)
+
+
+def test_kill9_during_the_snapshot_resumes_chunks_with_the_same_keys(
+    source_db: PgDatabase, hook: Receiver, run_worker: RunWorker, tmp_path: Path
+) -> None:
+    """A keyed table's interrupted snapshot resumes chunk by chunk; a chunk sent again keeps its keys."""
+    source_db.psql(
+        "CREATE TABLE big (id int PRIMARY KEY, pad text);"
+        "INSERT INTO big SELECT g, repeat('p', 40) FROM generate_series(1, 20000) g; ANALYZE big;"
+    )
+    spec = webhook_spec(source_db, hook.url, batch={"max_batch_size": 100}, rate_limit={"max_requests_per_second": 60})
+    spec["limits"]["snapshot"] = {"max_buffer_rows": 2000}
+    run = Run(run_worker, tmp_path, spec)
+    rng = random.Random(7)
+    worker = run.start()
+    for _ in range(2):
+        hook.wait_for(lambda r: len(r.processed()) > 0, what="the snapshot's first request")
+        time.sleep(rng.uniform(0.5, 1.5))  # the crash instant: random on purpose
+        worker.kill()
+        worker = run.start()
+    hook.wait_for(lambda r: len(r.delivered()) >= 20000, timeout=180, what="every snapshot row")
+    worker.wait_for_status(realtime, timeout=60)
+    events = hook.delivered()
+    assert Counter(e["row"]["id"] for e in events) == Counter(range(1, 20001)), "each row once after dedup"
+    assert sum(len(r.events) for r in hook.processed()) > 20000, "the kills did make requests repeat"
+    assert worker.stop() == 0

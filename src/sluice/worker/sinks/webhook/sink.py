@@ -199,7 +199,9 @@ class _Sender:
         self._raise()
 
     def reset(self) -> None:
-        """After a failure was reported and the batch abandoned: clear it (the requests are sent again later)."""
+        """Abandon what is queued (the requests are sent again later, with the same keys) and clear any failure."""
+        if self._failure is None:
+            self._failure = _Failure(RuntimeError("abandoned"))  # makes the thread skip what is queued
         self.drain_quietly()
         self._failure = None
 
@@ -586,7 +588,9 @@ class _Writer(SnapshotWriter):
 
     def __init__(self, sink: WebhookSink) -> None:
         self.sink = sink
-        self.batcher = sink._new_batcher(sink.send)
+        # requests go out from a thread of their own while this one reads and encodes the next rows
+        self.sender = _Sender(sink.send)
+        self.batcher = sink._new_batcher(self.sender.put)
         self.place = 0
         self.chunk: tuple[str, int] | None = None
         self.tx = TxContext(xid=None, position=_position(sink._snapshot_position), commit_time=None, snapshot=True)
@@ -608,12 +612,17 @@ class _Writer(SnapshotWriter):
 
     def done(self, chunk: SnapshotChunk, rows: int) -> None:
         self.batcher.flush()
+        self.sender.drain()
         self.chunk = None
         self.sink.chunk_done(chunk)
 
     def abort(self) -> None:
         self.batcher.discard()
+        self.sender.reset()
         self.chunk = None
+
+    def close(self) -> None:
+        self.sender.close()
 
 
 def _database(connector: Connector) -> str:
