@@ -352,6 +352,18 @@ class KafkaSink(Sink):
     # ------------------------------------------------------------------ encoding
 
     def _row_messages(self, schema: TableSchema, change: RowChange, tx: TxContext) -> list[Message]:
+        if (
+            change.op == Op.UPDATE
+            and schema.key
+            and change.before is not None
+            and change.after is not None
+            and schema.key_of(change.before) != schema.key_of(change.after)
+        ):
+            # A key change, as Debezium emits it: a delete of the old key (with its tombstone) and a create of the
+            # new one, so each key's partition holds that key's whole story.
+            delete = RowChange(Op.DELETE, change.table, change.before, None)
+            create = RowChange(Op.INSERT, change.table, None, change.after, change.unchanged)
+            return self._row_messages(schema, delete, tx) + self._row_messages(schema, create, tx)
         topic = self._topic(schema)
         if self.encoder is not None:
             label = schema.table.label
