@@ -120,3 +120,27 @@ def test_the_openapi_document_describes_validate_catalog_and_dry_run() -> None:
     dry = doc["components"]["schemas"]["DryRunResult"]
     assert {"dry_run", "created", "connector"} <= set(dry["required"])
     assert doc["components"]["schemas"]["CheckView"]["properties"]["status"]["enum"] == ["passed", "failed", "skipped"]
+
+
+class _Exploding:
+    def checks(self) -> list[Check]:
+        raise UnicodeError("encoding with 'idna' codec failed")
+
+    def close(self) -> None:
+        raise OSError("already closed")
+
+
+def test_a_driver_failure_without_a_class_is_a_failed_check_not_a_500() -> None:
+    from sluice.api.services.validation import _run_checks
+
+    result = _run_checks("source", "mysql", _Exploding)
+    assert result.valid is False
+    (check,) = result.checks
+    assert check.name == "connection" and check.status == "failed"
+    assert "UnicodeError" in check.message and check.field == "source.mysql.connection"
+
+    def cannot_build() -> Any:
+        raise ValueError("bad port")
+
+    built = _run_checks("sink", "postgres", cannot_build)
+    assert [(c.name, c.status) for c in built.checks] == [("configuration", "failed")]

@@ -321,32 +321,12 @@ class ValidationService:
     def validate_source(self, connector: Connector) -> ValidationResult:
         from sluice.worker.registry import source_for
 
-        kind = connector.source.kind
-        conn_loc = _loc("source", kind, "connection")
-        try:
-            source = source_for(connector)
-        except ConfigError as exc:
-            return ValidationResult(valid=False, kind=kind, checks=[_failed("configuration", exc, conn_loc)])
-        try:
-            checks = [_as_view(c) for c in source.checks()]
-        finally:
-            source.close()
-        return ValidationResult(valid=all(c.status != "failed" for c in checks), kind=kind, checks=checks)
+        return _run_checks("source", connector.source.kind, lambda: source_for(connector))
 
     def validate_sink(self, connector: Connector) -> ValidationResult:
         from sluice.worker.registry import sink_for
 
-        kind = connector.sink.kind
-        conn_loc = _loc("sink", kind, "connection")
-        try:
-            sink = sink_for(connector)
-        except ConfigError as exc:
-            return ValidationResult(valid=False, kind=kind, checks=[_failed("configuration", exc, conn_loc)])
-        try:
-            checks = [_as_view(c) for c in sink.checks()]
-        finally:
-            sink.close()
-        return ValidationResult(valid=all(c.status != "failed" for c in checks), kind=kind, checks=checks)
+        return _run_checks("sink", connector.sink.kind, lambda: sink_for(connector))
 
     def validate_buffer(self, caller: Caller, body: Any) -> ValidationResult:
         """The fields of a buffer; no sink of this version stages through an object store, so nothing is dialled."""
@@ -440,26 +420,73 @@ def _around(*, source: SourceModel | None = None, sink: SinkModel | None = None)
     return Connector.model_construct(id=VALIDATION_ID, **parts)
 
 
+def _unexpected(part: str, kind: str, exc: BaseException) -> SluiceError:
+    """A driver failure no class of its own covers (a bug, or input the driver cannot take): said, never a 500."""
+    log.warning("checking a %s %s failed unexpectedly", kind, part, exc_info=exc)
+    return SluiceError(
+        f"the {kind} {part} could not be checked: its driver failed with {type(exc).__name__} (the API's log has "
+        "the details)",
+        fix=f"Check {part}.{kind}.connection (host name, port, database); if it is right, report this as a bug.",
+    )
+
+
+def _run_checks(part: str, kind: str, factory: Callable[[], Any]) -> ValidationResult:
+    """The checks of the source or sink ``factory`` builds, each as a view; a failure to check is a failed check."""
+    conn_loc = _loc(part, kind, "connection")
+    try:
+        target = factory()
+    except SluiceError as exc:
+        return ValidationResult(valid=False, kind=kind, checks=[_failed("configuration", exc, conn_loc)])
+    except Exception as exc:
+        err = _unexpected(part, kind, exc)
+        return ValidationResult(valid=False, kind=kind, checks=[_failed("configuration", err, conn_loc)])
+    try:
+        checks = [_as_view(c) for c in target.checks()]
+    except SluiceError as exc:
+        checks = [_failed("connection", exc, conn_loc)]
+    except Exception as exc:
+        checks = [_failed("connection", _unexpected(part, kind, exc), conn_loc)]
+    finally:
+        try:
+            target.close()
+        except Exception as exc:
+            log.debug("closing the %s %s failed: %s", kind, part, type(exc).__name__)
+    return ValidationResult(valid=all(c.status != "failed" for c in checks), kind=kind, checks=checks)
+
+
 @contextmanager
 def _source(factory: Callable[[Connector], Any], connector: Connector, kind: str) -> Iterator[Any]:
     """A source for discovery; a failure to reach it is the caller's input problem (422), with the driver's fix."""
+    loc: list[str | int] = ["source", kind, "connection"]
+
+    def refused(exc: SluiceError) -> ConfigError:
+        return ConfigError(
+            f"cannot read the source's catalog: {exc.message}",
+            fix=exc.fix or "Check the source with POST /api/v1/validate/source.",
+            details=[ErrorDetail(loc, exc.message, exc.fix)],
+        )
+
     try:
         src = factory(connector)
     except ConfigError:
         raise
+    except SluiceError as exc:
+        raise refused(exc) from exc
+    except Exception as exc:
+        raise refused(_unexpected("source", kind, exc)) from exc
     try:
         yield src
     except ConfigError:
         raise
     except SluiceError as exc:
-        loc: list[str | int] = ["source", kind, "connection"]
-        raise ConfigError(
-            f"cannot read the source's catalog: {exc.message}",
-            fix=exc.fix or "Check the source with POST /api/v1/validate/source.",
-            details=[ErrorDetail(loc, exc.message, exc.fix)],
-        ) from exc
+        raise refused(exc) from exc
+    except Exception as exc:
+        raise refused(_unexpected("source", kind, exc)) from exc
     finally:
-        src.close()
+        try:
+            src.close()
+        except Exception as exc:
+            log.debug("closing the %s source failed: %s", kind, type(exc).__name__)
 
 
 def _without_selection(connector: Connector) -> Connector:
