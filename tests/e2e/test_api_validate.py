@@ -256,6 +256,10 @@ def test_request_mistakes_are_4xx_with_field_problem_and_fix(
     r = validate(api, "source", {"connector_id": "missing"}, namespace, editor)
     assert r.status_code == 404, r.text
 
+    r = validate(api, "sink", {"connector_id": "Not_An_Id"}, namespace, editor)
+    assert r.status_code == 422, r.text
+    assert r.json()["details"][0]["field"] == "connector_id" and r.json()["fix"]
+
     r = api.post("/api/v1/validate/source", params={"namespace": namespace}, json={"postgres": {}})
     assert r.status_code == 401
 

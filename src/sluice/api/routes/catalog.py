@@ -9,10 +9,11 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from sluice.api.body import read_json
-from sluice.api.ids import check_id
+from sluice.api.ids import DNS_LABEL_RULE, is_dns_label
 from sluice.api.schemas import ERRORS, REF, json_response
 from sluice.api.services.validation import Caller, CatalogResult
 from sluice.api.state import state_of
+from sluice.errors import ConfigError, ErrorDetail
 
 __all__ = ["Namespace", "check_body_doc", "errors", "resolve_caller", "router"]
 
@@ -51,7 +52,13 @@ async def resolve_caller(request: Request, body: Any, namespace: str | None) -> 
     ns = st.namespace(namespace)
     cid = body.get("connector_id") if isinstance(body, dict) else None
     if isinstance(cid, str) and cid:
-        user = await st.caller(request, "get", ns, check_id(cid))
+        if not is_dns_label(cid):
+            raise ConfigError(
+                f"{cid[:80]!r} is not a valid connector id",
+                fix=f"Use {DNS_LABEL_RULE}: the id of an existing connector.",
+                details=[ErrorDetail(["connector_id"], f"must be {DNS_LABEL_RULE}")],
+            )
+        user = await st.caller(request, "get", ns, cid)
     else:
         user = await st.caller(request, "create", ns)
     return Caller(user=user, namespace=ns)
