@@ -146,11 +146,13 @@ def server_checks(cur: Any, *, mariadb: bool, database: str, server_id: int, nee
     cur.execute("SELECT @@server_id")
     own = cur.fetchone()
     clash = own is not None and int(own[0]) == server_id
-    try:
-        cur.execute("SHOW SLAVE HOSTS")
+    for statement in ("SHOW SLAVE HOSTS", "SHOW REPLICAS"):  # MySQL 8.4 knows only the second
+        try:
+            cur.execute(statement)
+        except Exception:  # noqa: S112 (needs REPLICATION SLAVE, reported above)
+            continue
         clash = clash or any(int(row[0]) == server_id for row in cur.fetchall())
-    except Exception:  # noqa: S110 (needs REPLICATION SLAVE, reported above)
-        pass
+        break
     add(
         "server_id",
         not clash,

@@ -28,9 +28,11 @@ import pymysql.cursors
 from sluice.errors import SourceSetupError, TransientError
 from sluice.worker.events import TableSchema
 from sluice.worker.sources.base import SnapshotChunk, SnapshotSession
-from sluice.worker.sources.mysql.errors import classify
+from sluice.worker.sources.mysql.errors import classify, error_number
 from sluice.worker.sources.mysql.positions import MySqlPosition
 from sluice.worker.sources.mysql.types import Loader
+
+_PARSE_ERROR = 1064
 
 __all__ = ["MySqlSnapshot", "decode_key", "encode_key", "plan_table", "qi", "read_position"]
 
@@ -72,7 +74,12 @@ def decode_key(values: list[Any] | None) -> tuple[Any, ...] | None:
 
 def read_position(cur: Any, *, mariadb: bool) -> MySqlPosition:
     """The binlog position now (call under the global read lock for a consistent one)."""
-    cur.execute("SHOW MASTER STATUS")
+    try:
+        cur.execute("SHOW MASTER STATUS")
+    except pymysql.err.ProgrammingError as exc:
+        if error_number(exc) != _PARSE_ERROR:
+            raise
+        cur.execute("SHOW BINARY LOG STATUS")  # MySQL 8.4 removed SHOW MASTER STATUS
     row = cur.fetchone()
     if row is None:
         raise SourceSetupError(
