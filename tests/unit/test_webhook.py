@@ -282,3 +282,40 @@ def test_bad_url_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match=r"sink\.webhook\.url"):
         WebhookSink(connector(url="ftp://x"))
+
+
+def test_sender_keeps_order_surfaces_failures_and_closes_while_stuck() -> None:
+    import threading
+    import time
+
+    from sluice.worker.sinks.webhook.sink import _Sender
+
+    def req(n: int) -> Request:
+        return Request("/", "t", "s", n, n, b"[]", str(n))
+
+    got: list[int] = []
+    sender = _Sender(lambda r: got.append(r.first))
+    for n in range(10):
+        sender.put(req(n))
+    sender.drain()
+    assert got == list(range(10))
+    sender.close()
+
+    def fail(r: Request) -> None:
+        raise RuntimeError(f"refused {r.first}")
+
+    failing = _Sender(fail)
+    failing.put(req(1))
+    with pytest.raises(RuntimeError, match="refused 1"):
+        failing.drain()
+    failing.reset()  # abandoned: the next batch starts clean
+    failing.close()
+
+    release = threading.Event()
+    stuck = _Sender(lambda r: release.wait(30))
+    for n in range(5):  # one in flight, four queued (the queue is full)
+        stuck.put(req(n))
+    started = time.monotonic()
+    stuck.close()
+    assert time.monotonic() - started < 8
+    release.set()

@@ -124,9 +124,12 @@ Schema = dict[str, Any]
 Converter = Callable[[Any], Any]
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(value: Any) -> str:
     """Compact JSON, as Kafka Connect writes it (no spaces, UTF-8 kept)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _JSON.encode(value)
 
 
 def connector_name(source_kind: str) -> str:
@@ -459,6 +462,7 @@ class DebeziumEncoder:
         self.schemas_enable = schemas_enable
         self.version = f"sluice-{version}"
         self._tables: dict[TableSchema, _Table] = {}
+        self._last: tuple[TableSchema, _Table] | None = None
         self._schema_text: dict[int, str] = {}
         self._source_key: tuple[TxContext, TableId] | None = None
         self._source_text = ""
@@ -498,8 +502,13 @@ class DebeziumEncoder:
         return _schema("struct", False, f"io.debezium.connector.{kind}.Source", fields=fields)
 
     def _table(self, schema: TableSchema) -> _Table:
+        # By identity first: hashing a TableSchema (every column type, recursively) costs more than encoding a row.
+        last = self._last
+        if last is not None and last[0] is schema:
+            return last[1]
         cached = self._tables.get(schema)
         if cached is not None:
+            self._last = (schema, cached)
             return cached
         base = f"{self.prefix}.{schema.table.namespace}.{schema.table.name}"
         fields: list[Schema] = []
@@ -552,6 +561,7 @@ class DebeziumEncoder:
         plain = all(c[1] is _identity for c in columns)
         table = _Table(key_schema, value_schema, envelope, tuple(columns), tuple(key_index), names, plain)
         self._tables[schema] = table
+        self._last = (schema, table)
         return table
 
     def key_schema(self, schema: TableSchema) -> Schema | None:

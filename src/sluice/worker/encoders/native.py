@@ -135,23 +135,36 @@ def native_value(ctype: ColumnType) -> Converter:
     return _text
 
 
+#: per table: ((name, converter) per column, key column indexes), and the names when every converter is the identity
+_Entry = tuple[tuple[tuple[tuple[str, Converter], ...], tuple[int, ...]], tuple[str, ...] | None]
+
+
 class NativeEncoder:
     """Encodes row changes and truncates as native events (dicts ready for ``json``)."""
 
     def __init__(self, *, include_before: bool = True) -> None:
         self.include_before = include_before
-        self._tables: dict[TableSchema, tuple[tuple[tuple[str, Converter], ...], tuple[int, ...]]] = {}
-        self._plain: dict[TableSchema, tuple[str, ...] | None] = {}
+        self._tables: dict[TableSchema, _Entry] = {}
+        self._last: tuple[TableSchema, _Entry] | None = None
         self._prefix_key: tuple[TxContext, str, str] | None = None
         self._prefix = ""
 
     def _table(self, schema: TableSchema) -> tuple[tuple[tuple[str, Converter], ...], tuple[int, ...]]:
-        cached = self._tables.get(schema)
-        if cached is None:
+        return self._entry(schema)[0]
+
+    def _entry(self, schema: TableSchema) -> _Entry:
+        # By identity first: hashing a TableSchema (every column type, recursively) costs more than encoding a row.
+        last = self._last
+        if last is not None and last[0] is schema:
+            return last[1]
+        entry = self._tables.get(schema)
+        if entry is None:
             columns = tuple((c.name, native_value(c.type)) for c in schema.columns)
             key = tuple(schema.index(k) for k in schema.key)
-            cached = self._tables[schema] = (columns, key)
-        return cached
+            plain = tuple(n for n, _ in columns) if all(c is _identity for _, c in columns) else None
+            entry = self._tables[schema] = ((columns, key), plain)
+        self._last = (schema, entry)
+        return entry
 
     @staticmethod
     def _row(
@@ -188,12 +201,7 @@ class NativeEncoder:
 
     def change_json(self, schema: TableSchema, change: RowChange, tx: TxContext) -> str:
         """``dumps(change(...))``, faster: the fields shared by a transaction's events of one table are made once."""
-        columns, key = self._table(schema)
-        plain = self._plain.get(schema, ())
-        if plain == ():
-            plain = self._plain[schema] = (
-                tuple(n for n, _ in columns) if all(c is _identity for _, c in columns) else None
-            )
+        (columns, key), plain = self._entry(schema)
         op = Op.READ.value if tx.snapshot else change.op.value
         label = change.table.label
         last = self._prefix_key

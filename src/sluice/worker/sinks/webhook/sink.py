@@ -29,6 +29,7 @@ TLS: verified against the system's trust store; ``SLUICE_WEBHOOK_CA_FILE`` (a PE
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import logging
@@ -211,8 +212,12 @@ class _Sender:
                 self._idle.wait(0.5)
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=5)
+        """Stop the thread without waiting for a request that is still being retried (it is sent again later)."""
+        if self._failure is None:
+            self._failure = _Failure(RuntimeError("closed"))
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=1)
+        self._thread.join(timeout=2)
 
 
 class WebhookSink(Sink):
@@ -575,12 +580,12 @@ class WebhookSink(Sink):
         self._remember(None)
 
     def close(self) -> None:
+        if self._client is not None:
+            self._client.close()  # first: cuts a backoff short, so the sender thread ends
+            self._client = None
         if self._sender is not None:
             self._sender.close()
             self._sender = None
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
 
 class _Writer(SnapshotWriter):
