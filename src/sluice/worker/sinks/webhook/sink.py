@@ -598,7 +598,10 @@ class _Writer(SnapshotWriter):
         self.batcher = sink._new_batcher(self.sender.put)
         self.place = 0
         self.chunk: tuple[str, int] | None = None
-        self.tx = TxContext(xid=None, position=_position(sink._snapshot_position), commit_time=None, snapshot=True)
+        # source.ts_ms of snapshot rows: when this copy (or its resumption) started, as the Kafka sink does
+        self.tx = TxContext(
+            xid=None, position=_position(sink._snapshot_position), commit_time=datetime.now(UTC), snapshot=True
+        )
 
     def write(self, chunk: SnapshotChunk, rows: list[tuple[Any, ...]]) -> None:
         sink = self.sink
