@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support.mysql import MySqlDatabase
 from tests.support.pg import PgDatabase, WorkerProcess
@@ -415,5 +416,43 @@ def test_missing_privileges_are_named_with_their_grants(
         mysql_db.execute("INSERT INTO q VALUES (2)")
         wait_same_rows(mysql_db, sink_db, "q", worker)
         assert worker.stop() == 0
+    finally:
+        mysql_db.server.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+
+
+# ---------------------------------------------------------------------------------------------------- TLS
+
+
+@pytest.mark.parametrize("mysql_server", ["mysql8"], indirect=True)
+def test_tls_modes_against_a_user_that_requires_ssl(
+    mysql_db: MySqlDatabase, sink_db: PgDatabase, make_connector_config: MakeConfig, run_worker: RunWorker
+) -> None:
+    """MySQL 8 generates its own CA and server certificate; a user created ``REQUIRE SSL`` cannot log in without
+    TLS, so a connector that streams as that user used TLS on every connection (queries, snapshot, binlog)."""
+    mysql_db.execute("CREATE TABLE s (id int PRIMARY KEY, v varchar(10))")
+    mysql_db.execute("INSERT INTO s VALUES (1, 'a')")
+    user = f"tls{mysql_db.name[-8:]}"
+    mysql_db.create_user(
+        user, "pw-tls", ["REPLICATION SLAVE, REPLICATION CLIENT, RELOAD ON *.*", f"SELECT ON `{mysql_db.name}`.*"]
+    )
+    mysql_db.server.execute(f"ALTER USER '{user}'@'%' REQUIRE SSL")
+    ca = (mysql_db.server.data_dir / "ca.pem").read_text()
+    try:
+        # Without TLS the server refuses the user: a credentials problem for the spec, not retried.
+        plain = config(make_connector_config, mysql_db, user=user, password="pw-tls")
+        worker = run_worker(plain)
+        status = worker.wait_for_status(lambda s: s.get("status") == "failed", timeout=60)
+        assert worker.wait(30) == 2
+        assert "1045" in status["last_error"]["message"]
+        for new_id, mode in ((2, {"require": {}}), (3, {"verify_ca": {"ca_file": ca}})):
+            spec_path = config(make_connector_config, mysql_db, user=user, password="pw-tls")
+            spec = yaml.safe_load(spec_path.read_text())
+            spec["source"]["mysql"]["connection"]["ssl_mode"] = mode
+            spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+            worker = run_worker(spec_path)
+            worker.wait_for_status(realtime, timeout=90)
+            mysql_db.execute("INSERT INTO s VALUES (%s, %s)", (new_id, "t"))
+            wait_same_rows(mysql_db, sink_db, "s", worker)
+            assert worker.stop() == 0
     finally:
         mysql_db.server.execute(f"DROP USER IF EXISTS '{user}'@'%'")

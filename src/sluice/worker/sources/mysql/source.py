@@ -58,7 +58,8 @@ def _secret(value: Any) -> str | None:
 
 
 def _ssl_context(mode: Any) -> ssl.SSLContext | None:
-    """``ssl_mode`` as an SSL context for PyMySQL (None = plain TCP)."""
+    """``ssl_mode`` as an SSL context for PyMySQL (None: plain TCP for ``disable``; for an omitted mode, TLS
+    without verification when the server offers it, PyMySQL's default)."""
     if mode is None or getattr(mode, "disable", None) is not None:
         return None
     if getattr(mode, "require", None) is not None:
@@ -96,6 +97,8 @@ def connection_settings(conn: Any) -> dict[str, Any]:
     ctx = _ssl_context(conn.ssl_mode)
     if ctx is not None:
         settings["ssl"] = ctx
+    elif conn.ssl_mode is not None:
+        settings["ssl_disabled"] = True  # PyMySQL otherwise uses TLS whenever the server offers it
     return settings
 
 
