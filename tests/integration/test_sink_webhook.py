@@ -328,7 +328,7 @@ def test_debezium_format_with_transaction_metadata(
     insert = bodies[1]
     assert insert["schema"]["name"] == f"{spec['id']}.public.d.Envelope"
     payload = payloads[1]
-    assert payload["after"] == {"id": 1, "amount": "APo=", "at": "2024-01-02T03:04:05Z"}
+    assert payload["after"] == {"id": 1, "amount": "APo=", "at": "2024-01-02T03:04:05.000000Z"}
     assert payload["source"]["connector"] == "postgresql" and payload["source"]["table"] == "d"
     assert payload["transaction"]["id"] == payloads[0]["id"] and payload["transaction"]["total_order"] == 1
     assert payloads[2]["transaction"]["total_order"] == 2

@@ -58,13 +58,16 @@ def test_insert_payload_golden() -> None:
             "txId": 571,
             "lsn": 0x16B3748,
             "xmin": None,
+            "origin": None,
+            "origin_lsn": None,
         },
+        "transaction": None,
         "op": "c",
         "ts_ms": 1700000000123,
         "ts_us": NOW_US,
         "ts_ns": NOW_US * 1000,
-        "transaction": None,
     }
+    assert list(rec.value) == ["before", "after", "source", "transaction", "op", "ts_ms", "ts_us", "ts_ns"]
     assert base64.b64decode("BOI=") == (1250).to_bytes(2, "big")
 
 
@@ -90,12 +93,13 @@ def test_json_converter_schemas_enabled_golden() -> None:
         "before",
         "after",
         "source",
+        "transaction",
         "op",
         "ts_ms",
         "ts_us",
         "ts_ns",
-        "transaction",
     ]
+    assert schema["version"] == 2
     after = schema["fields"][1]
     assert after == {
         "type": "struct",
@@ -118,7 +122,9 @@ def test_json_converter_schemas_enabled_golden() -> None:
     # JsonConverter's key order: type, fields, optional, name
     assert value_text.startswith('{"schema":{"type":"struct","fields":[{"type":"struct","fields":[')
     assert schema["fields"][2]["name"] == "io.debezium.connector.postgresql.Source"
-    assert schema["fields"][7]["name"] == "event.block"
+    assert schema["fields"][2]["version"] == 1
+    assert [f["field"] for f in schema["fields"][2]["fields"]][-3:] == ["xmin", "origin", "origin_lsn"]
+    assert schema["fields"][3]["name"] == "event.block"
 
 
 def test_update_delete_before_toast_and_tombstone() -> None:
@@ -188,8 +194,8 @@ def test_keyless_table_has_null_key() -> None:
     [
         (ColumnType(TypeKind.INT, bits=16), 5, {"type": "int16"}, 5),
         (ColumnType(TypeKind.INT, bits=64), 2**40, {"type": "int64"}, 2**40),
-        (ColumnType(TypeKind.FLOAT, bits=32), 1.5, {"type": "float32"}, 1.5),
-        (ColumnType(TypeKind.FLOAT, bits=64), float("nan"), {"type": "float64"}, None),
+        (ColumnType(TypeKind.FLOAT, bits=32), 1.5, {"type": "float"}, 1.5),
+        (ColumnType(TypeKind.FLOAT, bits=64), float("nan"), {"type": "double"}, None),
         (ColumnType(TypeKind.BOOL), True, {"type": "boolean"}, True),
         (ColumnType(TypeKind.BYTES), b"\x00\xff", {"type": "bytes"}, "AP8="),
         (ColumnType(TypeKind.DATE), date(1970, 1, 11), {"name": "io.debezium.time.Date", "type": "int32"}, 10),
@@ -212,7 +218,7 @@ def test_keyless_table_has_null_key() -> None:
             ColumnType(TypeKind.TIMESTAMPTZ),
             datetime(2024, 1, 2, 5, 4, 5, 120000, tzinfo=timezone(timedelta(hours=2))),
             {"name": "io.debezium.time.ZonedTimestamp", "type": "string"},
-            "2024-01-02T03:04:05.12Z",
+            "2024-01-02T03:04:05.120000Z",
         ),
         (ColumnType(TypeKind.TIMESTAMPTZ), "-infinity", {}, "-infinity"),
         (
@@ -270,7 +276,7 @@ def test_interval_and_timestamp_helpers() -> None:
         (14 * 30.4375 + 3) * 86_400_000_000 + (4 * 3600 + 5 * 60 + 6.5) * 1_000_000
     )
     assert interval_micros("-00:00:01") == -1_000_000
-    assert format_zoned_timestamp(datetime(2024, 1, 1, tzinfo=UTC)) == "2024-01-01T00:00:00Z"
+    assert format_zoned_timestamp(datetime(2024, 1, 1, tzinfo=UTC)) == "2024-01-01T00:00:00.000000Z"
 
 
 def test_native_golden() -> None:
@@ -334,3 +340,26 @@ def test_fast_json_paths_equal_the_dict_paths(schemas_enable: bool) -> None:
             slow = e.value_json(e.change(schema, change, tx, ts_us=NOW_US, total_order=4, collection_order=2))
             assert json.loads(fast) == json.loads(slow) and fast == slow
             assert n.change_json(schema, change, tx) == dumps(n.change(schema, change, tx))
+
+
+def test_key_only_before_fills_not_null_columns_with_connect_defaults() -> None:
+    schema = TableSchema(
+        T,
+        (
+            Column("id", ColumnType(TypeKind.INT, bits=32), nullable=False),
+            Column("n", ColumnType(TypeKind.INT, bits=64), nullable=False),
+            Column("s", ColumnType(TypeKind.TEXT), nullable=False),
+            Column("ok", ColumnType(TypeKind.BOOL), nullable=False),
+            Column("f", ColumnType(TypeKind.FLOAT, bits=64), nullable=False),
+            Column("d", ColumnType(TypeKind.DATE), nullable=False),
+            Column("maybe", ColumnType(TypeKind.TEXT)),
+        ),
+        ("id",),
+    )
+    e = enc(schemas_enable=False)
+    rec = e.change(schema, RowChange(Op.DELETE, T, (4, None, None, None, None, None, None), None), TX, ts_us=NOW_US)
+    assert rec.value["before"] == {"id": 4, "n": 0, "s": "", "ok": False, "f": 0.0, "d": None, "maybe": None}
+    fast = json.loads(
+        e.change_json(schema, RowChange(Op.DELETE, T, (4, None, None, None, None, None, None), None), TX, ts_us=NOW_US)
+    )
+    assert fast["before"] == rec.value["before"]

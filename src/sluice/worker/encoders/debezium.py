@@ -6,32 +6,33 @@ one part the way ``JsonConverter`` does: with ``schemas.enable=true`` ``{"schema
 with ``schemas.enable=false`` the payload alone; a null part (a tombstone's value, a keyless table's key) is JSON
 ``null`` either way.
 
-Value of a row change (``<prefix>.<schema>.<table>.Envelope``, version 1), field by field:
+Value of a row change (``<prefix>.<schema>.<table>.Envelope``, version 2, fields in this order), field by field:
 
 ``before``
     The row before the change (struct ``<prefix>.<schema>.<table>.Value``), for ``u`` and ``d`` — as much as the
-    source knows: PostgreSQL sends the key columns only unless the table has ``REPLICA IDENTITY FULL``, the other
-    fields are then null. Null for ``c``/``r``/``t``, and always null with ``include_before=False``.
+    source knows: PostgreSQL sends the key columns only unless the table has ``REPLICA IDENTITY FULL``; the other
+    fields are then null, except NOT NULL columns, which hold Connect's default for their type (0, 0.0, false,
+    ``""``) as Debezium fills them. Null for ``c``/``r``/``t``, and always null with ``include_before=False``.
 ``after``
     The row after the change, for ``c``/``u``/``r``; null for ``d``/``t``. A column the source did not send (an
     unchanged TOAST value) holds Debezium's placeholder ``__debezium_unavailable_value`` (:data:`UNAVAILABLE_VALUE`;
     its bytes for a ``bytes`` column, a one-element list for an array of strings, null for other types).
 ``source``
-    Struct ``io.debezium.connector.postgresql.Source``: ``version`` (``sluice-<version>``), ``connector`` (the
-    source kind as Debezium names it: ``postgresql``, ``mysql``), ``name`` (the prefix, by default the connector id),
-    ``ts_ms``/``ts_us``/``ts_ns`` (the commit time of the source transaction), ``snapshot`` (``"true"`` for snapshot
-    rows, ``"false"`` otherwise), ``db``, ``sequence`` (null), ``schema``, ``table``, ``txId`` (the source
-    transaction id when it is a number), ``lsn`` (the position's LSN as a number for a PostgreSQL position, else
-    null), ``xmin`` (null).
-``op``
-    ``c`` insert, ``u`` update, ``d`` delete, ``r`` snapshot read, ``t`` truncate.
-``ts_ms`` / ``ts_us`` / ``ts_ns``
-    When the event was encoded (the caller passes it, so encoding is pure).
+    Struct ``io.debezium.connector.postgresql.Source`` (version 1): ``version`` (``sluice-<version>``),
+    ``connector`` (the source kind as Debezium names it: ``postgresql``, ``mysql``), ``name`` (the prefix, by
+    default the connector id), ``ts_ms`` (the commit time of the source transaction), ``snapshot`` (``"true"`` for
+    snapshot rows, ``"false"`` otherwise), ``db``, ``sequence`` (null), ``ts_us``/``ts_ns``, ``schema``, ``table``,
+    ``txId`` (the source transaction id when it is a number), ``lsn`` (the position's LSN as a number for a
+    PostgreSQL position, else null), ``xmin``, ``origin``, ``origin_lsn`` (null).
 ``transaction``
     With ``emit_tx_metadata``: struct ``event.block`` ``{id, total_order, data_collection_order}``: ``id`` is
     ``<txId>:<lsn>`` as Debezium's PostgreSQL connector writes it (the position's text when it is no LSN),
     ``total_order`` the event's 1-based place in its transaction, ``data_collection_order`` its 1-based place among
     the transaction's events of the same table. Null otherwise, and for snapshot rows.
+``op``
+    ``c`` insert, ``u`` update, ``d`` delete, ``r`` snapshot read, ``t`` truncate.
+``ts_ms`` / ``ts_us`` / ``ts_ns``
+    When the event was encoded (the caller passes it, so encoding is pure).
 
 Key (``<prefix>.<schema>.<table>.Key``): a struct of the key columns (the primary key or replica identity), taken
 from ``after`` (``before`` for deletes). A keyless table's events have a null key. A truncate has a null key.
@@ -54,7 +55,8 @@ int            ``int16`` (≤16 bits), ``int32``, ``int64``          number
 decimal(p,s)   ``bytes`` ``org.apache.kafka.connect.data.Decimal`` base64 of the unscaled two's complement value
                (parameters ``scale``, ``connect.decimal.precision``)
 decimal        struct ``io.debezium.data.VariableScaleDecimal``    ``{"scale": s, "value": base64}``
-float          ``float32`` / ``float64``                          number (NaN and infinities: null)
+float          ``float`` / ``double`` (Connect's JSON names for      number (NaN and infinities: null)
+               FLOAT32 / FLOAT64)
 bool           ``boolean``                                     true/false
 text           ``string``                                      string
 bytes          ``bytes``                                       base64
@@ -62,7 +64,7 @@ date           ``int32`` ``io.debezium.time.Date``                days since 197
 time           ``int64`` ``io.debezium.time.MicroTime``           microseconds since midnight
 timetz         ``string`` ``io.debezium.time.ZonedTime``          ``HH:MM:SS[.ffffff]Z`` in UTC
 timestamp      ``int64`` ``io.debezium.time.MicroTimestamp``      microseconds since the epoch
-timestamptz    ``string`` ``io.debezium.time.ZonedTimestamp``     ISO 8601 in UTC, ``...Z``
+timestamptz    ``string`` ``io.debezium.time.ZonedTimestamp``     ISO 8601 in UTC, six fraction digits, ``Z``
 interval       ``int64`` ``io.debezium.time.MicroDuration``       microseconds (a month = 30.4375 days)
 uuid           ``string`` ``io.debezium.data.Uuid``               string
 json           ``string`` ``io.debezium.data.Json``               the JSON text
@@ -266,10 +268,12 @@ def _timestamp(value: Any) -> Any:
 
 
 def format_zoned_timestamp(value: datetime) -> str:
-    """``2024-01-02T03:04:05.12Z``: UTC, the fraction only as long as needed (Debezium's ``ZonedTimestamp``)."""
+    """``2024-01-02T03:04:05.120000Z``: UTC with six fraction digits, as Debezium 3 writes a ``ZonedTimestamp`` of
+    PostgreSQL's default precision."""
     utc = value.astimezone(UTC) if value.tzinfo is not None else value
-    return f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}" + (
-        f"{_fraction(utc.microsecond)}Z"
+    return (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}"
+        f".{utc.microsecond:06d}Z"
     )
 
 
@@ -367,7 +371,7 @@ def column_schema(ctype: ColumnType, optional: bool) -> tuple[Schema, Converter]
         )
         return schema, _variable_decimal
     if k is TypeKind.FLOAT:
-        return _schema("float32" if ctype.bits == 32 else "float64", optional), _float
+        return _schema("float" if ctype.bits == 32 else "double", optional), _float
     if k is TypeKind.BOOL:
         return _schema("boolean", optional), _identity
     if k is TypeKind.TEXT:
@@ -417,6 +421,20 @@ def _unavailable(schema: Schema) -> Any:
     return None
 
 
+#: Connect's default value per schema type, as Debezium fills a NOT NULL column it has no value for
+_CONNECT_DEFAULTS: dict[str, Any] = {
+    "int8": 0,
+    "int16": 0,
+    "int32": 0,
+    "int64": 0,
+    "float": 0.0,
+    "double": 0.0,
+    "boolean": False,
+    "string": "",
+    "bytes": "",
+}
+
+
 @dataclass(frozen=True)
 class _Table:
     """Everything per table that does not change from row to row (built once per table shape)."""
@@ -429,6 +447,8 @@ class _Table:
     names: tuple[str, ...] = ()
     #: every converter is the identity: a row is ``dict(zip(names, row))``
     plain: bool = False
+    #: per column: Connect's default for a NOT NULL column missing from a key-only ``before`` (None: nullable)
+    defaults: tuple[Any, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------------- encoder
@@ -497,9 +517,11 @@ class DebeziumEncoder:
             _field(opt_i64, "txId"),
             _field(opt_i64, "lsn"),
             _field(opt_i64, "xmin"),
+            _field(opt_str, "origin"),
+            _field(opt_i64, "origin_lsn"),
         ]
         kind = connector_name(self.source_kind)
-        return _schema("struct", False, f"io.debezium.connector.{kind}.Source", fields=fields)
+        return _schema("struct", False, f"io.debezium.connector.{kind}.Source", fields=fields, version=1)
 
     def _table(self, schema: TableSchema) -> _Table:
         # By identity first: hashing a TableSchema (every column type, recursively) costs more than encoding a row.
@@ -549,17 +571,18 @@ class DebeziumEncoder:
                 _field(value_schema, "before"),
                 _field(value_schema, "after"),
                 _field(self.source_schema, "source"),
+                _field(block, "transaction"),
                 _field(_schema("string", False), "op"),
                 _field(opt_i64, "ts_ms"),
                 _field(opt_i64, "ts_us"),
                 _field(opt_i64, "ts_ns"),
-                _field(block, "transaction"),
             ],
-            version=1,
+            version=2,
         )
         names = tuple(c[0] for c in columns)
         plain = all(c[1] is _identity for c in columns)
-        table = _Table(key_schema, value_schema, envelope, tuple(columns), tuple(key_index), names, plain)
+        defaults = tuple(None if f["optional"] or "name" in f else _CONNECT_DEFAULTS.get(f["type"]) for f in fields)
+        table = _Table(key_schema, value_schema, envelope, tuple(columns), tuple(key_index), names, plain, defaults)
         self._tables[schema] = table
         self._last = (schema, table)
         return table
@@ -571,6 +594,15 @@ class DebeziumEncoder:
         return self._table(schema).envelope
 
     # -- payloads ------------------------------------------------------------------------------------------
+
+    def _before(self, table: _Table, row: tuple[Any, ...]) -> dict[str, Any]:
+        """``before``: NOT NULL columns the source did not send (a key-only replica identity) get Connect defaults."""
+        out = self._row(table, row)
+        if any(d is not None for d in table.defaults):
+            for name, default in zip(table.names, table.defaults, strict=True):
+                if default is not None and out.get(name) is None:
+                    out[name] = default
+        return out
 
     def _row(self, table: _Table, row: tuple[Any, ...], unchanged: frozenset[int] = frozenset()) -> dict[str, Any]:
         if table.plain and not unchanged and len(row) == len(table.names):
@@ -603,6 +635,8 @@ class DebeziumEncoder:
             "txId": int(xid) if xid is not None and xid.isdigit() else None,
             "lsn": pos.value if isinstance(pos, Lsn) else None,
             "xmin": None,
+            "origin": None,
+            "origin_lsn": None,
         }
 
     def _block(self, tx: TxContext, total_order: int, collection_order: int) -> dict[str, Any] | None:
@@ -626,16 +660,16 @@ class DebeziumEncoder:
         after = None if change.after is None else self._row(table, change.after, change.unchanged)
         before = None
         if self.include_before and change.before is not None and change.op in (Op.UPDATE, Op.DELETE):
-            before = self._row(table, change.before)
+            before = self._before(table, change.before)
         value = {
             "before": before,
             "after": after,
             "source": self._source(change.table, tx),
+            "transaction": self._block(tx, total_order, collection_order),
             "op": op,
             "ts_ms": ts_us // 1000,
             "ts_us": ts_us,
             "ts_ns": ts_us * 1000,
-            "transaction": self._block(tx, total_order, collection_order),
         }
         key = None
         if table.key_schema is not None:
@@ -660,15 +694,15 @@ class DebeziumEncoder:
         after = None if change.after is None else self._row(table, change.after, change.unchanged)
         before = None
         if self.include_before and change.before is not None and change.op in (Op.UPDATE, Op.DELETE):
-            before = self._row(table, change.before)
+            before = self._before(table, change.before)
         last = self._source_key
         if last is None or last[0] is not tx or last[1] != change.table:
             self._source_key = (tx, change.table)
             self._source_text = dumps(self._source(change.table, tx))
         block = self._block(tx, total_order, collection_order)
         payload = (
-            f'{{"before":{dumps(before)},"after":{dumps(after)},"source":{self._source_text},"op":"{op}",'
-            f'"ts_ms":{ts_us // 1000},"ts_us":{ts_us},"ts_ns":{ts_us * 1000},"transaction":{dumps(block)}}}'
+            f'{{"before":{dumps(before)},"after":{dumps(after)},"source":{self._source_text},'
+            f'"transaction":{dumps(block)},"op":"{op}","ts_ms":{ts_us // 1000},"ts_us":{ts_us},"ts_ns":{ts_us * 1000}}}'
         )
         if not self.schemas_enable:
             return payload
@@ -695,11 +729,11 @@ class DebeziumEncoder:
             "before": None,
             "after": None,
             "source": self._source(schema.table, tx),
+            "transaction": self._block(tx, total_order, collection_order),
             "op": "t",
             "ts_ms": ts_us // 1000,
             "ts_us": ts_us,
             "ts_ns": ts_us * 1000,
-            "transaction": self._block(tx, total_order, collection_order),
         }
         return Record(None, None, table.envelope, value, schema.table, "t")
 
