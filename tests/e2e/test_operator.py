@@ -128,9 +128,16 @@ def test_sample_applied_with_kubectl_replicates_and_streams(
         metrics = resp.read().decode()
     assert f'sluice_connector_ready{{connector="orders",namespace="{namespace}"}} 1.0' in metrics
     assert "sluice_operator_reconciles_total" in metrics
-    # least privilege: the worker's Role names only its own Connector
+    # least privilege: the worker's Role names only its own Connector and its own checkpoint ConfigMap; the one
+    # rule without names is `create configmaps` (a create's name is in the body, unknown when it is authorized).
     role = _get(control_plane, namespace, "role", "orders-worker")
-    assert role is not None and all(r["resourceNames"] == ["orders"] for r in role["rules"])
+    assert role is not None
+    unnamed = [r for r in role["rules"] if "resourceNames" not in r]
+    assert unnamed == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]}], role["rules"]
+    for rule in role["rules"]:
+        if "resourceNames" in rule:
+            expected = ["orders-checkpoint"] if rule["resources"] == ["configmaps"] else ["orders"]
+            assert rule["resourceNames"] == expected, rule
 
 
 def _unique(prefix: str) -> str:

@@ -70,8 +70,10 @@ def _expect_actionable_failure(
         describe=lambda: _describe(control_plane, process_node, op, namespace, name),
     )
     ready = _condition(status, "Ready")
-    assert "Fix:" in ready["message"] or "fix" in ready["message"].lower(), ready
-    assert status.get("last_error", {}).get("message")
+    # The worker's error, with its fix, word for word in the condition.
+    error = status.get("last_error") or {}
+    assert error.get("message") and error.get("fix"), error
+    assert f"{error['message']} Fix: {error['fix']}" in ready["message"], ready
 
     def backoff() -> tuple[float, int] | None:
         """(current back-off, restart count) read from one and the same pod status."""

@@ -274,8 +274,8 @@ def test_secret_not_allowed_is_not_ready_with_the_fix_and_no_worker_state() -> N
 
 
 def test_inline_credentials_add_a_condition_naming_the_secret_ref_never_the_value() -> None:
-    conn = {"host": "h", "user": "u", "password": "hunter2", "database": "d"}
-    spec = {
+    conn: dict[str, Any] = {"host": "h", "user": "u", "password": "hunter2", "database": "d"}
+    spec: dict[str, Any] = {
         "source": {"postgres": {"connection": conn, "replication_type": {"logical_replication": {}}}},
         "sink": {
             "postgres": {"connection": {**conn, "password": None, "password_secret_ref": {"name": "s", "key": "k"}}}

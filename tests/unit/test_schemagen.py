@@ -402,7 +402,7 @@ def test_identity_is_immutable_in_the_crd_with_the_rest_api_words(spec_schema: d
     is the REST API's refusal for that field (sluice.models.identity)."""
     from sluice.models import identity
 
-    node = at(spec_schema, part)
+    node: dict[str, Any] = at(spec_schema, part)
     kind_rules = [r for r in node["x-kubernetes-validations"] if "oldSelf" in r["rule"]]
     assert [r["message"] for r in kind_rules] == [identity.immutable_kind(part).text]  # type: ignore[arg-type]
     for kind in node["properties"]:
