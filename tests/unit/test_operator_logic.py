@@ -295,3 +295,44 @@ def test_inline_credentials_add_a_condition_naming_the_secret_ref_never_the_valu
     }
     out = derive_status(Observed(cr=_cr(spec=spec), pod=_pod(), desired_replicas=1, now=NOW))
     assert all(c["type"] != "CredentialsInline" for c in out["conditions"])
+
+
+class _Secrets:
+    """Just enough of JsonClient for Reconciler.secrets_not_allowed: GET of Secrets by path."""
+
+    def __init__(self, **metas: dict[str, Any]) -> None:
+        self.metas = metas
+
+    def get_or_none(self, path: str) -> dict[str, Any] | None:
+        name = path.rsplit("/", 1)[-1]
+        return {"metadata": self.metas[name]} if name in self.metas else None
+
+
+def test_which_referenced_secrets_the_operator_refuses() -> None:
+    from sluice.operator.reconcile import OperatorSettings, Reconciler
+
+    def spec(source: str, sink: str) -> dict[str, Any]:
+        return {
+            "source": {"postgres": {"connection": {"password_secret_ref": {"name": source, "key": "k"}}}},
+            "sink": {"postgres": {"connection": {"password_secret_ref": {"name": sink, "key": "k"}}}},
+        }
+
+    api_owned = {"labels": {"app.kubernetes.io/managed-by": "sluice-api"}, "ownerReferences": [{"uid": "u"}]}
+    client = _Secrets(
+        marked={"labels": {"sluice.dev/usable-by-connectors": "true"}},
+        plain={"labels": {"team": "a"}},
+        falsy={"labels": {"sluice.dev/usable-by-connectors": "yes"}},
+        ours=api_owned,  # written by the REST API for this connector (uid "u") before the label existed
+        others={**api_owned, "ownerReferences": [{"uid": "another-connector"}]},
+    )
+    rec = Reconciler(client, OperatorSettings())  # type: ignore[arg-type]
+    assert rec.secrets_not_allowed(_cr(spec=spec("marked", "ours"))) == []
+    assert rec.secrets_not_allowed(_cr(spec=spec("missing", "marked"))) == []  # the pod reports a missing one
+    assert rec.secrets_not_allowed(_cr(spec=spec("plain", "marked"))) == [
+        ("plain", ("source.postgres.connection.password_secret_ref",))
+    ]
+    assert [n for n, _ in rec.secrets_not_allowed(_cr(spec=spec("falsy", "others")))] == ["falsy", "others"]
+    same = rec.secrets_not_allowed(_cr(spec=spec("plain", "plain")))
+    assert same == [
+        ("plain", ("source.postgres.connection.password_secret_ref", "sink.postgres.connection.password_secret_ref"))
+    ]

@@ -195,14 +195,16 @@ class Reconciler:
     def secrets_not_allowed(self, cr: JsonObj) -> list[tuple[str, tuple[str, ...]]]:
         """Referenced Secrets that lack the label marking them for connectors: (name, referencing fields).
 
-        Only labels are looked at; a Secret that does not exist is not listed (the worker pod then reports
-        WorkerConfigError naming it). Values are never logged.
+        Only metadata is looked at; a Secret that does not exist is not listed (the worker pod then reports
+        WorkerConfigError naming it). Values are never logged. A credentials Secret the REST API wrote for this very
+        Connector before the label existed (managed by sluice-api, owned by this Connector's uid) is allowed too:
+        labelling a Secret takes the same right as writing it, so this is no weaker than the label.
         """
         namespace = cr["metadata"]["namespace"]
         out: list[tuple[str, tuple[str, ...]]] = []
         for name, fields in sorted(secret_access.referenced_secrets(cr.get("spec") or {}).items()):
             secret = self.client.get_or_none(api_path("secrets", namespace, name))
-            if secret is not None and not secret_access.is_usable(secret["metadata"].get("labels")):
+            if secret is not None and not _usable(secret["metadata"], cr["metadata"]["uid"]):
                 out.append((name, tuple(fields)))
         return out
 
@@ -414,6 +416,14 @@ def declarative_command_message(command: str, name: str) -> str:
         f'(kubectl patch connector {name} --type=merge -p \'{{"spec":{{"disabled":{value}}}}}\'), or send '
         f"{command} through the REST API, which sets spec.disabled for you."
     )
+
+
+def _usable(secret_meta: JsonObj, connector_uid: str) -> bool:
+    labels = secret_meta.get("labels") or {}
+    if secret_access.is_usable(labels):
+        return True
+    owned = any(o.get("uid") == connector_uid for o in secret_meta.get("ownerReferences") or [])
+    return owned and labels.get("app.kubernetes.io/managed-by") == "sluice-api"
 
 
 def _new_run() -> str:
