@@ -7,6 +7,7 @@ database and a fresh PostgreSQL sink database, and runs ``sluice worker`` as a s
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 import threading
 import time
@@ -456,3 +457,59 @@ def test_tls_modes_against_a_user_that_requires_ssl(
             assert worker.stop() == 0
     finally:
         mysql_db.server.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+
+
+# ---------------------------------------------------------------------------------------------------- into Kafka
+
+
+def test_mysql_into_kafka_as_debezium_events(
+    mysql_db: MySqlDatabase, kafka: Any, run_worker: RunWorker, tmp_path: Path
+) -> None:
+    """The same source feeds the Kafka sink (Debezium envelope, exactly once): snapshot rows as ``r``, then c/u/d
+    and a truncate, keyed by the primary key, ``source.connector`` mysql."""
+    from tests.support.kafka import consume_all
+    from tests.support.pg import write_connector_config
+
+    mysql_db.execute("CREATE TABLE acc (id bigint unsigned PRIMARY KEY, v int NOT NULL, s varchar(20), ok tinyint(1))")
+    mysql_db.executemany("INSERT INTO acc VALUES (%s, %s, %s, %s)", [(i, i, f"r{i}", i % 2) for i in range(1, 11)])
+    connector_id = f"k-{mysql_db.name[-8:]}"
+    spec = {
+        "id": connector_id,
+        "source": mysql_db.source_spec(),
+        "sink": {
+            "kafka": {
+                "connection": {"brokers": [kafka.bootstrap], "config": {"transactions": {"enabled": True}}},
+                "format": {"debezium": {}},
+            }
+        },
+        "limits": {"cdc": {"flush_interval_ms": 50}},
+    }
+    worker = run_worker(write_connector_config(tmp_path / "k.yaml", spec))
+    worker.wait_for_status(realtime, timeout=90)
+    topic = f"{connector_id}.{mysql_db.name}.acc"
+    mysql_db.execute("INSERT INTO acc VALUES (18446744073709551615, -1, 'max', 1)")
+    mysql_db.execute("UPDATE acc SET v = 100 WHERE id = 3")
+    mysql_db.execute("DELETE FROM acc WHERE id = 4")
+    mysql_db.execute("TRUNCATE TABLE acc")
+
+    def events() -> list[dict[str, Any]]:
+        records = consume_all(kafka.bootstrap, [topic], timeout=10)
+        return [json.loads(r.value)["payload"] for r in records if r.value is not None]
+
+    got: list[dict[str, Any]] = []
+
+    def arrived() -> bool:
+        nonlocal got
+        got = events()
+        return len(got) >= 14  # 10 r + c + u + d + t
+
+    wait_for(arrived, "events in Kafka", 90, worker)
+    ops = [e["op"] for e in got]
+    assert sorted(ops) == sorted(["r"] * 10 + ["c", "u", "d", "t"]), ops
+    by_op = {e["op"]: e for e in got}
+    assert by_op["c"]["after"]["s"] == "max" and by_op["c"]["after"]["ok"] is True
+    assert by_op["u"]["before"]["v"] == 3 and by_op["u"]["after"]["v"] == 100
+    assert by_op["d"]["before"]["id"] == 4 and by_op["d"]["after"] is None
+    assert all(e["source"]["connector"] == "mysql" for e in got)
+    assert all(e["source"]["table"] == "acc" for e in got if e["op"] != "t")
+    assert worker.stop() == 0
