@@ -438,3 +438,22 @@ def test_interrupted_snapshot_resumes_by_chunk_without_repeating_rows(
     ids = [value(r)["payload"]["after"]["id"] for r in records]
     assert len(ids) == rows and sorted(ids) == list(range(1, rows + 1))
     assert worker.stop() == 0
+
+
+def test_tls_with_the_brokers_ca_and_refused_with_another(
+    source_db: PgDatabase, kafka: KafkaInstance, run_worker: RunWorker, tmp_path: Path
+) -> None:
+    from sluice.devstack.pki import CertificateAuthority
+
+    source_db.psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);")
+    spec = kafka_spec(
+        source_db, kafka, auth={"protocol": "Ssl", "ssl_ca_pem": kafka.ca_pem}, brokers=[kafka.ssl_bootstrap]
+    )
+    worker = run_worker(write_spec(tmp_path, spec))
+    worker.wait_for_status(realtime, timeout=90)
+    assert len(wait_records(kafka, [f"{spec['id']}.public.t"], 1)) == 1
+    assert worker.stop() == 0
+    other = CertificateAuthority(tmp_path / "other-ca", common_name="unrelated").cert_pem.decode()
+    spec = kafka_spec(source_db, kafka, auth={"protocol": "Ssl", "ssl_ca_pem": other}, brokers=[kafka.ssl_bootstrap])
+    last = _final_status(run_worker(write_spec(tmp_path, spec)))
+    assert "ssl_ca_pem" in last["last_error"]["fix"], last["last_error"]

@@ -3,7 +3,8 @@
 Registered in ``tests/conftest.py``; any test may ask for:
 
 - ``kafka`` (session): a :class:`~sluice.devstack.kafka.KafkaInstance` (PLAINTEXT on ``kafka.bootstrap``,
-  SASL PLAIN/SCRAM on ``kafka.sasl_bootstrap``). A test that stops or restarts it must leave it running.
+  SASL PLAIN/SCRAM on ``kafka.sasl_bootstrap``, TLS on ``kafka.ssl_bootstrap`` with its CA in ``kafka.ca_pem``).
+  A test that stops or restarts it must leave it running.
 - :func:`consume_all`: every record of some topics, read with ``isolation.level=read_committed``.
 
 When Kafka is not installed (``make kafka``), tests using the fixture are skipped with the reason — unless ``CI`` is
@@ -41,7 +42,7 @@ def require_kafka() -> None:
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[KafkaInstance]:
     require_kafka()
-    instance = KafkaInstance(name="kafka")
+    instance = KafkaInstance(name="kafka", tls=True)
     try:
         instance.start()
         yield instance

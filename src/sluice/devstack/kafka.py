@@ -6,7 +6,9 @@ ports of 127.0.0.1, as both broker and controller. Two client listeners:
 
 - ``PLAINTEXT`` (:attr:`KafkaInstance.bootstrap`): no authentication;
 - ``SASL_PLAINTEXT`` (:attr:`KafkaInstance.sasl_bootstrap`): mechanisms PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512,
-  one user (:attr:`KafkaInstance.user` / :attr:`KafkaInstance.password`, test credentials only) known to all three.
+  one user (:attr:`KafkaInstance.user` / :attr:`KafkaInstance.password`, test credentials only) known to all three;
+- with ``tls=True``, ``SSL`` (:attr:`KafkaInstance.ssl_bootstrap`): a serving certificate for 127.0.0.1 signed by
+  a throw-away CA (:attr:`KafkaInstance.ca_pem`), as a PEM keystore.
 
 Internal topics use replication factor 1, so transactions work on one broker. The JVM is kept small
 (``-Xmx256m``, serial GC, C1 only): the tests run several servers on two cores.
@@ -69,6 +71,9 @@ class KafkaInstance:
     sasl_port: int = 0
     controller_port: int = 0
     heap: str = "256m"
+    tls: bool = False
+    ssl_port: int = 0
+    ca_pem: str = ""
     _proc: subprocess.Popen[bytes] | None = None
     _own_dir: bool = False
 
@@ -86,6 +91,27 @@ class KafkaInstance:
     @property
     def sasl_bootstrap(self) -> str:
         return f"127.0.0.1:{self.sasl_port}"
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.ssl_port}"
+
+    def _tls_material(self) -> Path:
+        """The CA and the broker's PEM keystore (private key, then certificate), made once per directory."""
+        from sluice.devstack.pki import CertificateAuthority
+
+        keystore = self.dir / "pki" / "broker-keystore.pem"
+        ca_dir = self.dir / "pki" / "ca"
+        if (ca_dir / "ca.crt").exists():  # a restart keeps the CA its keystore was signed by
+            ca = CertificateAuthority.load(ca_dir)
+        else:
+            ca = CertificateAuthority(ca_dir, common_name="sluice-test-kafka-ca")
+        if not keystore.exists():
+            pair = ca.serving("kafka-broker", dns_names=("localhost",), ip_addresses=("127.0.0.1",))
+            keystore.write_bytes(pair.key_pem + pair.cert_pem)
+            keystore.chmod(0o600)
+        self.ca_pem = ca.cert_pem.decode()
+        return keystore
 
     @property
     def log_file(self) -> Path:
@@ -150,6 +176,13 @@ class KafkaInstance:
             "auto.create.topics.enable": "false",
             "log.flush.interval.messages": "9223372036854775807",
         }
+        if self.tls:
+            keystore = self._tls_material()
+            props["listeners"] += f",SSL://127.0.0.1:{self.ssl_port}"
+            props["advertised.listeners"] += f",SSL://127.0.0.1:{self.ssl_port}"
+            props["listener.security.protocol.map"] += ",SSL:SSL"
+            props["listener.name.ssl.ssl.keystore.type"] = "PEM"
+            props["listener.name.ssl.ssl.keystore.location"] = str(keystore)
         path = self.dir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         return path
@@ -162,6 +195,8 @@ class KafkaInstance:
         self.port = self.port or _free_port()
         self.sasl_port = self.sasl_port or _free_port()
         self.controller_port = self.controller_port or _free_port()
+        if self.tls:
+            self.ssl_port = self.ssl_port or _free_port()
         config = self._write_config()
         if (self.dir / "data" / "meta.properties").exists():
             return
