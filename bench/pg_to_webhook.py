@@ -304,6 +304,8 @@ def render(r: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         f"Requests: {r['requests']:,}, {r['bytes'] / 1e6:,.0f} MB of JSON (native format, no compression, default "
         "batch: 1 MiB). Latency with limits.cdc.flush_interval_ms = 10.",
+        "Load average at the end (1/5/15 min): {:.2f} / {:.2f} / {:.2f} (other work on the machine skews the "
+        "numbers; rerun when it is high).".format(*os.getloadavg()),
     ]
     return "\n".join(lines)
 
