@@ -432,6 +432,12 @@ def test_replace_with_own_references_drops_the_managed_secret(
         conn = own[side]["postgres"]["connection"]
         del conn["password"]
         conn["password_secret_ref"] = {"name": "my-creds", "key": "pw"}
+    # A name no Secret can have is refused before anything is looked up.
+    bad = copy.deepcopy(own)
+    bad["source"]["postgres"]["connection"]["password_secret_ref"]["name"] = "Not_A/Name"
+    r = api.post("/api/v1/connectors/r1", params=ns, json=bad, headers=editor)
+    assert r.status_code == 422, r.text
+    assert [d["field"] for d in r.json()["details"]] == ["source.postgres.connection.password_secret_ref.name"]
     # Not marked for connectors yet: refused with the operator's words (it would not run a worker with it).
     r = api.post("/api/v1/connectors/r1", params=ns, json=own, headers=editor)
     assert r.status_code == 422, r.text

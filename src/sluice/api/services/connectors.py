@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -142,11 +143,13 @@ def _check_identity(current: dict[str, Any], connector: Connector) -> None:
         raise _immutable_error(problems)
 
 
+_SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
 def _user_refs(connector: Connector) -> dict[str, list[str]]:
-    """Secrets the connector references, other than the one the API keeps for it (name → fields)."""
-    own = secret_name(connector.id)
-    refs = secret_access.referenced_secrets(connector.model_dump(mode="json", exclude_none=True))
-    return {name: fields for name, fields in refs.items() if name != own}
+    """Secrets the request's connector references by ``*_secret_ref`` (name → fields), before inline credentials
+    move into the API's own Secret: the Secret named ``<id>-credentials`` too, when the caller names it."""
+    return secret_access.referenced_secrets(connector.model_dump(mode="json", exclude_none=True))
 
 
 def _owner(cr: dict[str, Any]) -> OwnerRef:
@@ -227,6 +230,18 @@ class ConnectorService:
         connectors (the label of `sluice.models.secret_access`: 422, the operator's words). Secrets in ``already``
         (referenced before this change) are not checked again."""
         refs = {n: f for n, f in _user_refs(connector).items() if n not in already}
+        invalid = [
+            ErrorDetail(
+                loc=[*f.split("."), "name"],
+                msg=f"{name!r} is not a valid Secret name (a DNS-1123 subdomain), so no such Secret can exist",
+                fix="Name an existing Secret of the connector's namespace: lowercase letters, digits, '-' and '.'.",
+            )
+            for name, fields in sorted(refs.items())
+            if not _SECRET_NAME.fullmatch(name)
+            for f in fields
+        ]
+        if invalid:
+            raise ConfigError("a *_secret_ref names no valid Secret", details=invalid)
         for name in sorted(refs):
             if check is not None:
                 check(namespace, name)
