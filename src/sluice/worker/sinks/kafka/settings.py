@@ -27,6 +27,8 @@ __all__ = ["FIELD", "client_settings", "producer_settings", "redacted", "transac
 #: the sink's field path, for messages
 FIELD = ("sink", "kafka")
 COMPRESSION = ("none", "gzip", "snappy", "lz4", "zstd")
+#: transaction.timeout.ms when transactions.timeout_ms is omitted
+DEFAULT_TRANSACTION_TIMEOUT_MS = 900_000
 
 _PROTOCOLS = {
     KafkaProtocol.PLAINTEXT: "plaintext",
@@ -174,6 +176,9 @@ def producer_settings(model: KafkaSinkModel, connector_id: str) -> dict[str, Any
     out.setdefault("linger.ms", 5)
     if txid:
         out["transactional.id"] = txid
+        # A snapshot chunk is one transaction and may take minutes (a whole table without parallel snapshots):
+        # default to the brokers' default maximum (transaction.max.timeout.ms, 15 minutes), not the client's 60 s.
+        out.setdefault("transaction.timeout.ms", DEFAULT_TRANSACTION_TIMEOUT_MS)
     return out
 
 
