@@ -29,6 +29,7 @@ from sluice.models.resource import connector_from_resource
 from sluice.models.secrets import resolve_secrets
 from sluice.operator.conditions import SlotInfo
 from sluice.worker import registry
+from sluice.worker.checkpoints.store import ConfigMapCheckpointStore
 from sluice.worker.sources.base import Source
 from sluice.worker.sources.postgres.slot import slot_name_for
 
@@ -141,6 +142,9 @@ def forget_progress(client: JsonClient, cr: JsonObj) -> None:
     cannot be reached (the operator retries on its timer)."""
     drop_replication_state(client, cr)
     _reset_sink(client, cr)
+    # Sinks without a transaction keep their checkpoint in the worker's ConfigMap (in a pod); the operator is not
+    # in a pod of that connector, so the sink's own reset above cannot find it: clear it here.
+    ConfigMapCheckpointStore(client, cr["metadata"]["namespace"], cr["metadata"]["name"]).clear()
 
 
 def _reset_sink(client: JsonClient, cr: JsonObj) -> None:
