@@ -168,41 +168,11 @@ DELIBERATE: list[tuple[str, str]] = [
     (r"^payload\.source\.lsn: ", "source.lsn is the transaction's commit position (Debezium: each change's LSN)"),
     (r"^payload\.source\.txId: debezium \d+ sluice None$", "snapshot rows carry no txId"),
 ]
-#: Differences of the Debezium encoder (src/sluice/worker/encoders/debezium.py) still to be fixed there; each is
-#: reported by its owner's name for the field. A difference not listed here or above fails the test.
-ENCODER_GAPS: list[tuple[str, str]] = [
-    (
-        r"^payload\.(after|before)\.\w+: debezium '[-0-9T:.]+Z' sluice '[-0-9T:.]+Z'$",
-        "ZonedTimestamp: Debezium writes six fraction digits (.500000Z)",
-    ),
-    (r"^payload\.source\.origin(_lsn)?: debezium None sluice '<absent>'$", "source.origin/origin_lsn missing"),
-    (r"^schema\.fields\[source\]", "source struct schema: origin/origin_lsn fields and version"),
-    (r"\.type: debezium 'float' sluice 'float32'$", "Connect JSON names float32 'float'"),
-    (r"\.type: debezium 'double' sluice 'float64'$", "Connect JSON names float64 'double'"),
-    (r"^schema\.version: debezium 2 sluice 1$", "envelope schema version 2"),
-    (r"^schema\.fields order: ", "envelope field order: transaction before op"),
-    (
-        r"^payload\.before\.\w+: debezium (0|''|False|0\.0) sluice None$",
-        "before of a key-only replica identity: Debezium fills NOT NULL columns with Connect defaults",
-    ),
-]
-
-
-def _same_instant(diff: str) -> bool:
-    a, b = re.findall(r"'([-0-9T:.]+)Z'", diff)
-
-    def norm(text: str) -> str:
-        whole, _, frac = text.partition(".")
-        return whole + "." + frac.rstrip("0") if frac.rstrip("0") else whole
-
-    return norm(a) == norm(b)
 
 
 def explained(diff: str, op: str) -> str | None:
-    for pattern, why in DELIBERATE + ENCODER_GAPS:
+    for pattern, why in DELIBERATE:
         if re.search(pattern, diff):
-            if why.startswith("ZonedTimestamp") and not _same_instant(diff):
-                return None
             if why == "snapshot rows carry no txId" and op != "r":
                 return None
             return why
