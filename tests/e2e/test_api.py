@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from sluice import kinds
 from sluice.devstack import ControlPlane
 from tests.support.cluster import get_json, poll
 
@@ -302,13 +303,8 @@ def _bad_requests(namespace: str) -> list[tuple[str, str, dict[str, Any], int]]:
         ("post", url, {"content": b"{" + b" " * (1024 * 1024 + 1) + b"}", "headers": json_ct}, 413),
         ("post", url, {"json": [SEED_BODY]}, 422),
         ("post", url, {"json": body(id=None)}, 422),
-        ("post", url, {"json": body(sink={"kafka": KAFKA_SINK})}, 422),
-        (
-            "post",
-            f"{url}/with-mysql",
-            {"json": body(source={"mysql": {"connection": {"host": "h", "user": "u"}}})},
-            422,
-        ),
+        ("post", url, {"json": body(sink={"clickhouse": CLICKHOUSE_SINK})}, 422),
+        ("post", f"{url}/with-oracle", {"json": body(source={"oracle": ORACLE_SOURCE})}, 422),
         ("post", url, {"json": {k: v for k, v in SEED_BODY.items() if k != "id"}}, 422),
         ("post", url, {"json": two_sources}, 422),
         ("post", url, {"json": no_sink}, 422),
@@ -528,10 +524,14 @@ def test_status_and_history_written_by_the_operator_are_shown(
     assert history.json() == {"events": [shown]}
 
 
-KAFKA_SINK: dict[str, Any] = {
-    "connection": {"brokers": ["kafka.example.svc:9092"]},
-    "format": {"debezium": {}},
-    "topic_name_template": "{prefix}.{database_or_schema}.{table}",
+# A sink valid by the schema whose kind this version does not run (sluice.kinds): only its availability is refused.
+CLICKHOUSE_SINK: dict[str, Any] = {
+    "connection": {"http_url": "https://clickhouse.example.svc:8443", "user": "u"},
+    "target_database": "dw",
+}
+ORACLE_SOURCE: dict[str, Any] = {
+    "connection": {"connect_string": "oracle.example.svc:1521/app", "user": "u"},
+    "replication_type": {"log_miner": {}},
 }
 
 
@@ -557,15 +557,16 @@ def test_unavailable_kind_is_refused_with_the_same_words_as_kubectl(
     api: TestClient, control_plane: ControlPlane, namespace: str, editor: Headers, api_objects: Objects
 ) -> None:
     ns = {"namespace": namespace}
-    with_kafka = body(sink={"kafka": KAFKA_SINK})
-    r = api.post("/api/v1/connectors", params=ns, json=with_kafka, headers=editor)
+    with_ch = body(sink={"clickhouse": CLICKHOUSE_SINK})
+    r = api.post("/api/v1/connectors", params=ns, json=with_ch, headers=editor)
     assert r.status_code == 422, r.text
     out = r.json()
     assert out["error"] == "UnsupportedKind"
-    assert out["message"] == "sink.kafka is not available in this version of Sluice yet; available sinks: postgres"
-    assert out["fix"] == "Use one of the available sinks, or upgrade Sluice once kafka support lands."
-    assert [d["field"] for d in out["details"]] == ["sink.kafka"]
-    assert api.post("/api/v1/connectors/k1", params=ns, json=with_kafka, headers=editor).status_code == 422
+    sinks = ", ".join(kinds.AVAILABLE_SINKS)
+    assert out["message"] == f"sink.clickhouse is not available in this version of Sluice yet; available sinks: {sinks}"
+    assert out["fix"] == "Use one of the available sinks, or upgrade Sluice once clickhouse support lands."
+    assert [d["field"] for d in out["details"]] == ["sink.clickhouse"]
+    assert api.post("/api/v1/connectors/k1", params=ns, json=with_ch, headers=editor).status_code == 422
     assert api_objects() == {"connectors": [], "secrets": []}
 
     # kubectl apply of the same connector: the apiserver's CEL rule says the very same thing.
@@ -580,25 +581,25 @@ def test_unavailable_kind_is_refused_with_the_same_words_as_kubectl(
                     "replication_type": {"logical_replication": {}},
                 }
             },
-            "sink": {"kafka": KAFKA_SINK},
+            "sink": {"clickhouse": CLICKHOUSE_SINK},
         },
     }
     result = control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(cr), check=False)
     assert result.returncode != 0, result.stdout
     said = " ".join(result.stderr.split())
-    assert "spec.sink.kafka" in said, said
+    assert "spec.sink.clickhouse" in said, said
     assert out["message"] in said and out["fix"] in said, said
 
-    # PATCH: turning an existing connector's sink into kafka is refused; the details name sink.kafka too.
+    # PATCH: turning an existing connector's sink into clickhouse is refused; the details name sink.clickhouse too.
     assert api.post("/api/v1/connectors/p2", params=ns, json=SEED_BODY, headers=editor).status_code == 201
     merge = {**editor, "Content-Type": "application/merge-patch+json"}
-    patch = {"sink": {"postgres": None, "kafka": KAFKA_SINK}}
+    patch = {"sink": {"postgres": None, "clickhouse": CLICKHOUSE_SINK}}
     r = api.patch("/api/v1/connectors/p2", params=ns, content=json.dumps(patch), headers=merge)
     assert r.status_code == 422, r.text
     details = {d["field"]: d for d in r.json()["details"]}
-    assert {"sink", "sink.kafka"} <= set(details), r.text
-    assert details["sink.kafka"]["msg"] == out["message"]
-    assert details["sink.kafka"]["fix"] == out["fix"]
+    assert {"sink", "sink.clickhouse"} <= set(details), r.text
+    assert details["sink.clickhouse"]["msg"] == out["message"]
+    assert details["sink.clickhouse"]["fix"] == out["fix"]
     assert "postgres" in get_json(control_plane, "connector", "p2", "-n", namespace)["spec"]["sink"]
 
 

@@ -262,11 +262,14 @@ def test_install_manifests_pass_server_side_validation(control_plane: ControlPla
     assert "would violate PodSecurity" not in result.stderr, result.stderr
 
 
-# A kafka sink that is valid by the schema: only its availability is refused.
-KAFKA_SINK: dict[str, Any] = {
-    "connection": {"brokers": ["kafka.example.svc:9092"]},
-    "format": {"debezium": {}},
-    "topic_name_template": "{prefix}.{database_or_schema}.{table}",
+# A sink and a source valid by the schema whose kinds this version does not run: only availability is refused.
+CLICKHOUSE_SINK: dict[str, Any] = {
+    "connection": {
+        "http_url": "https://clickhouse.example.svc:8443",
+        "user": "u",
+        "password_secret_ref": {"name": "c", "key": "k"},
+    },
+    "target_database": "dw",
 }
 
 
@@ -274,34 +277,40 @@ KAFKA_SINK: dict[str, Any] = {
 def test_apiserver_refuses_an_unavailable_kind_with_the_rest_api_message(
     control_plane: ControlPlane, crd_installed: str, namespace: str, dry_run: bool
 ) -> None:
-    doc = _connector("with-kafka")
-    doc["spec"]["sink"] = {"kafka": copy.deepcopy(KAFKA_SINK)}
+    doc = _connector("with-clickhouse")
+    doc["spec"]["sink"] = {"clickhouse": copy.deepcopy(CLICKHOUSE_SINK)}
     args = ["apply", "--validate=strict", "-n", namespace, "-f", "-"]
     if dry_run:
         args.insert(1, "--dry-run=server")
     result = control_plane.kubectl(*args, input=json.dumps(doc), check=False)
     assert result.returncode != 0, f"accepted: {result.stdout}"
-    refusal = kinds.unavailable("sink", "kafka")
+    refusal = kinds.unavailable("sink", "clickhouse")
     message = " ".join(result.stderr.split())
-    assert "spec.sink.kafka: Forbidden" in message, message
+    assert "spec.sink.clickhouse: Forbidden" in message, message
     # Word for word what POST /api/v1/connectors answers (message and fix; see tests/e2e/test_api.py).
     assert refusal.message in message, message
     assert refusal.fix in message, message
-    assert "sink.kafka is not available in this version of Sluice yet; available sinks: postgres" in message
-    assert control_plane.kubectl("get", "connector", "with-kafka", "-n", namespace, check=False).returncode != 0
+    available = ", ".join(kinds.AVAILABLE_SINKS)
+    assert f"sink.clickhouse is not available in this version of Sluice yet; available sinks: {available}" in message
+    assert control_plane.kubectl("get", "connector", "with-clickhouse", "-n", namespace, check=False).returncode != 0
 
 
 def test_apiserver_refuses_an_unavailable_source_kind(
     control_plane: ControlPlane, crd_installed: str, namespace: str
 ) -> None:
-    doc = _connector("with-mysql")
+    doc = _connector("with-oracle")
     doc["spec"]["source"] = {
-        "mysql": {
-            "connection": {"host": "m", "user": "u", "database": "d", "password_secret_ref": {"name": "c", "key": "k"}}
+        "oracle": {
+            "connection": {
+                "connect_string": "oracle.example.svc:1521/app",
+                "user": "u",
+                "password_secret_ref": {"name": "c", "key": "k"},
+            },
+            "replication_type": {"log_miner": {}},
         }
     }
     result = control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(doc), check=False)
     assert result.returncode != 0, f"accepted: {result.stdout}"
     message = " ".join(result.stderr.split())
-    assert "spec.source.mysql: Forbidden" in message, message
-    assert kinds.unavailable("source", "mysql").text in message, message
+    assert "spec.source.oracle: Forbidden" in message, message
+    assert kinds.unavailable("source", "oracle").text in message, message

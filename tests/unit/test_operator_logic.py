@@ -203,11 +203,11 @@ def test_recent_crash_keeps_degraded_while_ready_again() -> None:
 @pytest.mark.parametrize(
     ("spec", "refused"),
     [
-        ({"sink": {"kafka": {"connection": {"brokers": ["b:9092"]}}}}, [("sink", "kafka")]),
-        ({"source": {"mysql": {}}, "disabled": True}, [("source", "mysql")]),
+        ({"sink": {"clickhouse": {"connection": {"http_url": "https://c:8443"}}}}, [("sink", "clickhouse")]),
+        ({"source": {"oracle": {}}, "disabled": True}, [("source", "oracle")]),
         (
-            {"source": {"mongo": {}}, "sink": {"webhook": {}}, "schedule": {"rate": {"value": 1, "unit": "Hour"}}},
-            [("source", "mongo"), ("sink", "webhook")],
+            {"source": {"mongo": {}}, "sink": {"snowflake": {}}, "schedule": {"rate": {"value": 1, "unit": "Hour"}}},
+            [("source", "mongo"), ("sink", "snowflake")],
         ),
     ],
 )
@@ -234,7 +234,7 @@ def test_unavailable_kind_is_not_ready_unsupported_kind_and_failed(
 
 def test_unavailable_kind_status_is_stable_across_passes() -> None:
     """The refresh timer must not rewrite last_error (and so the status) on every pass."""
-    cr = _cr(spec={"sink": {"kafka": {}}})
+    cr = _cr(spec={"sink": {"clickhouse": {}}})
     first = derive_status(Observed(cr=cr, pod=None, desired_replicas=0, now=NOW))
     cr["status"] = first
     later = derive_status(Observed(cr=cr, pod=None, desired_replicas=0, now=NOW + timedelta(minutes=5)))
