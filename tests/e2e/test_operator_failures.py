@@ -175,7 +175,7 @@ def _crd_without_kind_rules() -> dict[str, Any]:
     return crd
 
 
-def _kafka_accepted(control_plane: ControlPlane, namespace: str, cr: dict[str, Any]) -> bool:
+def _accepted(control_plane: ControlPlane, namespace: str, cr: dict[str, Any]) -> bool:
     probe = copy.deepcopy(cr)
     probe["metadata"]["name"] = "probe-" + cr["metadata"]["name"]
     result = control_plane.kubectl(
@@ -194,24 +194,20 @@ def test_stored_connector_of_an_unavailable_kind_gets_no_worker_and_says_why(
 ) -> None:
     """A Connector stored while the CRD accepted every kind (an older Sluice) is not run: Ready=False
     UnsupportedKind with the CRD's and the API's words, no StatefulSet, no pod; it can still be deleted."""
-    name = f"kafka-{secrets.token_hex(3)}"
+    name = f"clickhouse-{secrets.token_hex(3)}"
     cr = connector_resource(name, source_db, sink_db, f"{name}-creds")
     cr["spec"]["sink"] = {
-        "kafka": {
-            "connection": {"brokers": ["127.0.0.1:9"]},
-            "format": {"debezium": {}},
-            "topic_name_template": "{prefix}.{database_or_schema}.{table}",
-        }
+        "clickhouse": {"connection": {"http_url": "http://127.0.0.1:9", "user": "u"}, "target_database": "dw"}
     }
-    assert not _kafka_accepted(control_plane, namespace, cr), "the shipped CRD must refuse a kafka sink"
+    assert not _accepted(control_plane, namespace, cr), "the shipped CRD must refuse a clickhouse sink"
     older = _crd_without_kind_rules()
     try:
         control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(older))
-        poll(lambda: _kafka_accepted(control_plane, namespace, cr), timeout=60, message="the older CRD served")
+        poll(lambda: _accepted(control_plane, namespace, cr), timeout=60, message="the older CRD served")
         apply(control_plane, namespace, secret_resource(f"{name}-creds", source_db, sink_db), cr)
     finally:
         control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
-        poll(lambda: not _kafka_accepted(control_plane, namespace, cr), timeout=60, message="the shipped CRD back")
+        poll(lambda: not _accepted(control_plane, namespace, cr), timeout=60, message="the shipped CRD back")
 
     def refused() -> dict[str, Any] | None:
         status = _status(control_plane, namespace, name)
@@ -223,14 +219,14 @@ def test_stored_connector_of_an_unavailable_kind_gets_no_worker_and_says_why(
         message="Ready=False UnsupportedKind",
         describe=lambda: _describe(control_plane, process_node, sluice_operator, namespace, name),
     )
-    refusal = kinds.unavailable("sink", "kafka")
+    refusal = kinds.unavailable("sink", "clickhouse")
     ready = _condition(status, "Ready")
     assert ready["status"] == "False"
     assert ready["message"] == refusal.text
     assert status["status"]["type"] == "failed"
     error = status["last_error"]
     assert (error["reason"], error["message"], error["fix"]) == ("UnsupportedKind", refusal.message, refusal.fix)
-    assert status["sink_kind"] == "kafka"
+    assert status["sink_kind"] == "clickhouse"
     # The pass that wrote this status would have created the worker before it: there is none, nor a pod.
     assert _get(control_plane, namespace, "statefulset", f"{name}-worker") is None
     assert _worker_pod(control_plane, namespace, name) is None
