@@ -2,8 +2,9 @@
 
 A thread reads the binlog with ``mysql-replication`` (``COM_BINLOG_DUMP_GTID`` from a GTID set on MySQL, MariaDB's
 GTID dump from ``domain-server-seq``, or ``COM_BINLOG_DUMP`` from file+offset) and turns each event into neutral
-events in a queue of at most :data:`QUEUE_EVENTS` entries, which :meth:`BinlogStream.poll` hands to the engine. A
-transaction of any size passes row by row; nothing holds it whole.
+events in a queue of at most :data:`QUEUE_EVENTS` lists (one binlog event's worth each), which
+:meth:`BinlogStream.poll` hands to the engine one by one. A transaction of any size passes row by row; nothing holds
+it whole.
 
 Mapping: rows events of selected tables -> ``RowChange`` (the first one opens the ``Begin``); ``XID`` or a
 ``COMMIT`` query -> ``Commit`` at the position after it (binlog file, offset, GTID state with this transaction's
@@ -26,6 +27,7 @@ import queue
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -59,7 +61,8 @@ __all__ = ["IDLE_COMMIT_S", "QUEUE_EVENTS", "BinlogStream", "parse_ddl"]
 
 log = logging.getLogger(__name__)
 
-QUEUE_EVENTS = 5000
+QUEUE_EVENTS = 50  # lists of at most _BATCH events each: at most 10,000 events waiting
+_BATCH = 200
 IDLE_COMMIT_S = 5.0
 
 
@@ -173,7 +176,10 @@ class BinlogStream(ChangeStream):
         self._current_rows = current_rows
         self._existing = existing
         self._copy_later: list[str] = []
-        self.queue: queue.Queue[Event | _Failure] = queue.Queue(maxsize=QUEUE_EVENTS)
+        #: lists of events (one binlog event's worth: a thread hand-off per row would cost more than the row)
+        self.queue: queue.Queue[list[Event] | _Failure] = queue.Queue(maxsize=QUEUE_EVENTS)
+        self._ready: deque[Event] = deque()
+        self._pending: list[Event] = []
         self._closed = threading.Event()
         self._reader: BinLogStreamReader | None = None
         self._stream_connections = 0
@@ -192,13 +198,18 @@ class BinlogStream(ChangeStream):
     # ------------------------------------------------------------------ engine side
 
     def poll(self, timeout: float) -> Event | None:
-        try:
-            item = self.queue.get(timeout=max(timeout, 0.0)) if timeout > 0 else self.queue.get_nowait()
-        except queue.Empty:
-            return None
-        if isinstance(item, _Failure):
-            self.queue.put_nowait(item)  # every later poll fails the same way
-            raise item.error
+        if not self._ready:
+            try:
+                got = self.queue.get(timeout=max(timeout, 0.0)) if timeout > 0 else self.queue.get_nowait()
+            except queue.Empty:
+                return None
+            if isinstance(got, _Failure):
+                self.queue.put_nowait(got)  # every later poll fails the same way
+                raise got.error
+            self._ready.extend(got)
+            if not self._ready:
+                return None
+        item = self._ready.popleft()
         if isinstance(item, Commit):
             assert isinstance(item.position, MySqlPosition)
             self.emitted = item.position
@@ -232,7 +243,19 @@ class BinlogStream(ChangeStream):
                 )
         return pymysql.connect(**kwargs)
 
-    def _put(self, item: Event | _Failure) -> bool:
+    def _put(self, item: Event) -> None:
+        """Queue ``item`` with the rest of its binlog event's events (:meth:`_flush` hands them over)."""
+        self._pending.append(item)
+        if len(self._pending) >= _BATCH:
+            self._flush()
+
+    def _flush(self) -> bool:
+        if not self._pending:
+            return True
+        batch, self._pending = self._pending, []
+        return self._hand_over(batch)
+
+    def _hand_over(self, item: list[Event] | _Failure) -> bool:
         while not self._closed.is_set():
             try:
                 self.queue.put(item, timeout=0.2)
@@ -280,11 +303,13 @@ class BinlogStream(ChangeStream):
                 if self._closed.is_set():
                     return
                 self._handle(event)
+                self._flush()
         except BaseException as exc:
             if self._closed.is_set():
                 return
             err = classify(exc, "reading the binlog failed") if isinstance(exc, pymysql.err.MySQLError) else exc
-            self._put(_Failure(err))
+            self._flush()
+            self._hand_over(_Failure(err))
 
     def _position(self, log_pos: int) -> MySqlPosition:
         if self._pending_gtid is not None:
