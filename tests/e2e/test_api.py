@@ -690,6 +690,17 @@ def test_a_connector_may_reference_only_secrets_its_writer_may_read(
     assert refused.value.http_status == 403, err
     assert 'may not get Secret "theirs"' in err["message"], err
     assert "Reference a Secret you may read" in err["fix"], err
+    # The same refusal through the REST routes (create, replace), in the same words; nothing is created.
+    ns = {"namespace": namespace}
+    for r in (
+        api.post("/api/v1/connectors", params=ns, json=ref, headers=editor),
+        api.post("/api/v1/connectors/borrow", params=ns, json=ref, headers=editor),
+    ):
+        assert r.status_code == 403, r.text
+        assert (
+            'may not get Secret "theirs"' in r.json()["message"]
+            and "Reference a Secret you may read" in r.json()["fix"]
+        )
     assert control_plane.kubectl("get", "connector", "borrow", "-n", namespace, check=False).returncode != 0
 
     control_plane.kubectl(

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from sluice.api.merge_patch import identity_changes, merge_patch, reconcile_secret_siblings
+from sluice.api.merge_patch import merge_patch, reconcile_secret_siblings
+from sluice.models.identity import identity_changes
 
 # The examples of RFC 7396, Appendix A.
 RFC_EXAMPLES: list[tuple[Any, Any, Any]] = [
@@ -93,13 +94,13 @@ def test_identity_changes_allows_other_fields() -> None:
 )
 def test_identity_changes_refuses_kind_host_port_database(new_source: dict[str, Any], field: str) -> None:
     problems = identity_changes({"source": _pg(), "sink": _pg()}, {"source": new_source, "sink": _pg()})
-    assert [p.as_dict()["field"] for p in problems] == [field]
+    assert [p.field for p in problems] == [field]
     assert problems[0].fix
 
 
 def test_identity_changes_on_the_sink_too() -> None:
     problems = identity_changes({"source": _pg(), "sink": _pg()}, {"source": _pg(), "sink": _pg(host="x")})
-    assert [p.as_dict()["field"] for p in problems] == ["sink.postgres.connection.host"]
+    assert [p.field for p in problems] == ["sink.postgres.connection.host"]
 
 
 def test_identity_changes_tolerates_odd_stored_specs() -> None:

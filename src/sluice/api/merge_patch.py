@@ -12,14 +12,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from sluice.errors import ErrorDetail
-
-__all__ = ["IDENTITY_FIELDS", "identity_changes", "merge_patch", "reconcile_secret_siblings"]
+__all__ = ["merge_patch", "reconcile_secret_siblings"]
 
 REF_SUFFIX = "_secret_ref"
 
 #: Connection fields that identify the database a connector is bound to (per kind, whichever exist).
-IDENTITY_FIELDS = ("host", "port", "database", "dbname", "address", "connect_string", "http_url", "account_identifier")
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -60,45 +57,3 @@ def reconcile_secret_siblings(merged: Any, patch: Any) -> Any:
         if isinstance(value, dict):
             reconcile_secret_siblings(merged.get(key), value)
     return merged
-
-
-def _kind(side: Any) -> str | None:
-    if isinstance(side, dict):
-        keys = [k for k, v in side.items() if v is not None]
-        if len(keys) == 1:
-            return str(keys[0])
-    return None
-
-
-def identity_changes(old: dict[str, Any], new: dict[str, Any]) -> list[ErrorDetail]:
-    """What a change from ``old`` to ``new`` (connector dicts, defaults filled) alters that must not change."""
-    problems: list[ErrorDetail] = []
-    for side in ("source", "sink"):
-        old_kind, new_kind = _kind(old.get(side)), _kind(new.get(side))
-        if old_kind is None or new_kind is None:
-            continue
-        if old_kind != new_kind:
-            problems.append(
-                ErrorDetail(
-                    loc=[side],
-                    msg=f"the {side} kind cannot change after creation ({old_kind} → {new_kind})",
-                    fix=f"Create a new connector for the {new_kind} {side}, then delete this one.",
-                )
-            )
-            continue
-        old_conf, new_conf = old[side][old_kind], new[side][new_kind]
-        if not isinstance(old_conf, dict) or not isinstance(new_conf, dict):
-            continue
-        old_conn, new_conn = old_conf.get("connection") or {}, new_conf.get("connection") or {}
-        if not isinstance(old_conn, dict) or not isinstance(new_conn, dict):
-            continue
-        for field in IDENTITY_FIELDS:
-            if old_conn.get(field) != new_conn.get(field) and (field in old_conn or field in new_conn):
-                problems.append(
-                    ErrorDetail(
-                        loc=[side, new_kind, "connection", field],
-                        msg=f"{field} cannot change after creation ({old_conn.get(field)!r} → {new_conn.get(field)!r})",
-                        fix="The replication state belongs to the old database: create a new connector instead.",
-                    )
-                )
-    return problems

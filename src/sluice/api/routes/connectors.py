@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -21,7 +22,7 @@ from sluice.api.schemas import (
     json_response,
     one_of_response,
 )
-from sluice.api.services.connectors import ConnectorService
+from sluice.api.services.connectors import ConnectorService, SecretCheck
 from sluice.api.state import ApiState, state_of
 from sluice.api.validation import config_error
 from sluice.models import ConnectorBody
@@ -57,6 +58,13 @@ DryRun = Annotated[
 ]
 
 
+def _secret_check(st: ApiState, request: Request) -> SecretCheck | None:
+    """A connector may reference only Secrets its writer may read: a SubjectAccessReview per referenced Secret."""
+    if not st.authorizer.enabled:
+        return None
+    return partial(st.authorizer.may_read_secret, request.headers.get("authorization"))
+
+
 def _service(st: ApiState, dry_run: bool) -> ConnectorService:
     return ConnectorService(DryRunKube.of(st.kube)) if dry_run else st.service
 
@@ -90,7 +98,9 @@ async def create_connector(request: Request, namespace: Namespace = None, dry_ru
     ns = st.namespace(namespace)
     await st.authorize(request, "create", ns)
     body = await read_json(request, max_bytes=st.settings.max_body_bytes)
-    out = await run_in_threadpool(_service(st, dry_run).create, ns, body)
+    out = await run_in_threadpool(
+        partial(_service(st, dry_run).create, ns, body, check_secret=_secret_check(st, request))
+    )
     if dry_run:
         return _dry(out, created=True)
     cid = out["connector"].get("id", "")
@@ -135,7 +145,9 @@ async def put_connector(
     exists = await run_in_threadpool(st.service.exists, ns, cid) if st.authorizer.enabled else False
     await st.authorize(request, "update" if exists else "create", ns, cid if exists else None)
     body = await read_json(request, max_bytes=st.settings.max_body_bytes)
-    out, created = await run_in_threadpool(_service(st, dry_run).put, ns, cid, body)
+    out, created = await run_in_threadpool(
+        partial(_service(st, dry_run).put, ns, cid, body, check_secret=_secret_check(st, request))
+    )
     if dry_run:
         return _dry(out, created=created)
     if created:
@@ -179,7 +191,9 @@ async def patch_connector(
     cid = check_id(id)
     await st.authorize(request, "patch", ns, cid)
     patch = await read_json(request, max_bytes=st.settings.max_body_bytes, media_types=(MERGE_PATCH, JSON))
-    out = await run_in_threadpool(_service(st, dry_run).patch, ns, cid, patch)
+    out = await run_in_threadpool(
+        partial(_service(st, dry_run).patch, ns, cid, patch, check_secret=_secret_check(st, request))
+    )
     return _dry(out, created=False) if dry_run else JSONResponse(out)
 
 
@@ -205,9 +219,9 @@ async def delete_connector(request: Request, id: ConnectorId, namespace: Namespa
     status_code=202,
     summary="Send a command to a connector",
     description=(
-        "Start / Stop: set spec.disabled false / true (Stop keeps the replication slot, so the source retains "
-        "WAL) and record the command. Restart: the operator restarts the worker. ReIntialize (sic, as in the "
-        "reference API): the operator drops progress and snapshots again. These are recorded as annotations "
+        "Start / Stop: set spec.disabled false / true, nothing else (Stop keeps the replication slot, so the source "
+        "retains WAL). Restart: the operator restarts the worker. ReIntialize (sic, as in the reference API): the "
+        "operator drops progress and snapshots again. These two are recorded as annotations "
         "sluice.dev/command, sluice.dev/command-id and sluice.dev/command-requested-at for the operator to act "
         "on. Delete: delete the connector (the operator drops the slot/publication Sluice created). "
         "ForceDelete: annotate sluice.dev/force-delete=true, then delete: the operator does not wait for an "
