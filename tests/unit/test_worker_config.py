@@ -77,8 +77,15 @@ def test_valid_body_and_resource(tmp_path: Path) -> None:
         ),
         (spec(limits={"cdc": {"max_buffer_rows": 0}}), "max_buffer_rows"),
         (
-            spec(sink={"webhook": {"url": "http://127.0.0.1:1/x"}}),
-            "sink.webhook is not available in this version of Sluice yet",
+            spec(
+                sink={
+                    "clickhouse": {
+                        "connection": {"http_url": "http://127.0.0.1:8123", "user": "u", "password": "p"},
+                        "target_database": "d",
+                    }
+                }
+            ),
+            "sink.clickhouse is not available in this version of Sluice yet",
         ),
     ],
 )
