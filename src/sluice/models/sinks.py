@@ -251,6 +251,9 @@ class DebeziumFormat(SluiceModel):
     """Send a tombstone (null value) after each delete, for log compaction."""
     emit_tx_metadata: bool = False
     """Emit transaction begin/end events."""
+    schemas_enable: bool = True
+    """JSON values and keys carry their Kafka Connect schema (JsonConverter's ``schemas.enable``); false sends the
+    payload alone. A Sluice addition to the reference schema."""
 
 
 class NativeFormat(SluiceModel):

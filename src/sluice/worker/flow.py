@@ -301,7 +301,7 @@ class _Streaming:
         self.batch: list[Change | Begin | Commit] = []
         #: a sink that encodes each change with its source transaction (Kafka's Debezium ``source`` block) gets the
         #: Begin and Commit events in its ``apply`` too, in order
-        self.tx_events = bool(getattr(flow.sink, "transaction_events", False))
+        self.tx_events = flow.sink.transaction_events
         self.batch_rows = 0  # row changes in the open sink batch (applied or not)
         self.last_commit: Commit | None = None  # the newest whole transaction in the open batch
         self.batch_started = 0.0

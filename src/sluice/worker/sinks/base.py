@@ -58,6 +58,9 @@ class Sink(ABC):
 
     kind: ClassVar[str]
     guarantee: ClassVar[DeliveryGuarantee]
+    #: :meth:`apply` also gets each transaction's ``Begin`` and ``Commit`` (sinks whose messages carry the
+    #: transaction id, commit position and time, e.g. the Debezium envelope)
+    transaction_events: ClassVar[bool] = False
 
     def __init__(self, connector: Connector) -> None:
         self.connector = connector

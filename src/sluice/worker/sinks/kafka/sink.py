@@ -113,7 +113,7 @@ class KafkaSink(Sink):
                 database=database,
                 include_before=fmt.debezium.include_before,
                 emit_tx_metadata=fmt.debezium.emit_tx_metadata,
-                schemas_enable=bool(getattr(fmt.debezium, "schemas_enable", True)),
+                schemas_enable=fmt.debezium.schemas_enable,
             )
             self.tombstones = fmt.debezium.tombstones_on_delete
             self.tx_metadata = fmt.debezium.emit_tx_metadata

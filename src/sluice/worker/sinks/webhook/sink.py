@@ -268,6 +268,7 @@ class WebhookSink(Sink):
                 database=_database(connector),
                 include_before=d.include_before,
                 emit_tx_metadata=d.emit_tx_metadata,
+                schemas_enable=d.schemas_enable,
             )
         else:
             self.native = NativeEncoder()
