@@ -9,7 +9,10 @@ Starts, in order, with a progress line for each step:
    (``warehouse``);
 4. the operator (``sluice operator``) and the REST API (``sluice api --no-auth`` — **without authentication**,
    for local development only; it says so loudly);
-5. a demo connector created through the REST API, then waits until it streams.
+5. a demo connector created through the REST API, then waits until it streams;
+6. when they are installed (``make deps`` installs both): a Kafka broker with a second demo connector streaming
+   ``shop`` into it (``demo-kafka``, Debezium events), and a MariaDB server with sample data (``inventory``) and a
+   third demo connector streaming it into the sink (``demo-mysql``). ``--no-extras`` leaves them out.
 
 Then it prints what to run next and stays in the foreground; Ctrl-C (or SIGTERM) stops everything it started,
 in reverse order. State lives under ``--work-dir`` (default ``.sluice``); ``.sluice/kubeconfig`` is the admin
@@ -36,6 +39,13 @@ __all__ = ["add_arguments", "run"]
 
 log = logging.getLogger(__name__)
 
+MYSQL_SAMPLE_SQL = (
+    "CREATE TABLE products (id int PRIMARY KEY, name varchar(100) NOT NULL, price decimal(10,2) NOT NULL, "
+    "stock int NOT NULL DEFAULT 0, updated_at datetime(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))",
+    "INSERT INTO products (id, name, price, stock) SELECT seq, CONCAT('product ', seq), seq % 100 + 0.99, seq % 17 "
+    "FROM seq_1_to_500",
+)
+
 SAMPLE_SQL = """
 CREATE TABLE customers (id bigint PRIMARY KEY, name text NOT NULL, email text, created_at timestamptz DEFAULT now());
 CREATE TABLE orders (
@@ -54,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-port", type=int, default=8080, help="REST API port on 127.0.0.1 (default 8080)")
     parser.add_argument("--no-demo", action="store_true", help="do not create the demo connector")
     parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for the demo to stream")
+    parser.add_argument(
+        "--no-extras", action="store_true", help="no Kafka broker or MariaDB server (and no demo connectors for them)"
+    )
 
 
 def _step(message: str) -> None:
@@ -160,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
         source.psql(SAMPLE_SQL, dbname="shop")
         sink.create_database("warehouse")
         print(f"    source: {source.dsn('shop')}\n    sink:   {sink.dsn('warehouse')}", flush=True)
+        kafka, mysql = (None, None) if args.no_extras else _start_extras(work, cleanups)
 
         _step("starting the operator")
         sluice = [sys.executable, "-m", "sluice"]
@@ -211,16 +225,21 @@ def run(args: argparse.Namespace) -> int:
             connector_id = reply["connector"]["id"]
             print(f"    created connector {connector_id}; waiting until it streams", flush=True)
 
-            def streaming() -> bool:
-                out = plane.kubectl("get", "connector", connector_id, "-o", "json", check=False)
-                status = json.loads(out.stdout).get("status", {}) if out.returncode == 0 else {}
-                conds = {c["type"]: c["status"] for c in status.get("conditions", [])}
-                return conds.get("Streaming") == "True"
-
-            _wait(streaming, args.timeout, f"connector {connector_id} to stream", stop)
+            _wait(lambda: _streaming(plane, connector_id), args.timeout, f"connector {connector_id} to stream", stop)
             print(f"    connector {connector_id} is streaming", flush=True)
+            extra = _extra_connectors(source, sink, kafka, mysql)
+            for cid, extra_body in extra.items():
+                _step(f"creating the demo connector {cid} through the REST API")
+                code, reply = _http("POST", f"{base}/api/v1/connectors/{cid}", extra_body)
+                if code not in (200, 201):
+                    raise SystemExit(f"creating the demo connector {cid} failed ({code}): {reply}")
+            for cid in extra:
+                _wait(lambda cid=cid: _streaming(plane, cid), args.timeout, f"connector {cid} to stream", stop)
+                print(f"    connector {cid} is streaming", flush=True)
 
         print(_next_steps(work, kubeconfig, base, node), flush=True)
+        if kafka is not None and not args.no_demo:
+            print(_kafka_steps(kafka), flush=True)
         while not stop.is_set():
             for name, proc in children:
                 if proc.poll() is not None:
@@ -241,6 +260,86 @@ def run(args: argparse.Namespace) -> int:
             except Exception as exc:
                 print(f"    could not stop {name}: {exc}", file=sys.stderr)
         print("stopped.", flush=True)
+
+
+def _streaming(plane: Any, connector_id: str) -> bool:
+    out = plane.kubectl("get", "connector", connector_id, "-o", "json", check=False)
+    status = json.loads(out.stdout).get("status", {}) if out.returncode == 0 else {}
+    conds = {c["type"]: c["status"] for c in status.get("conditions", [])}
+    return conds.get("Streaming") == "True"
+
+
+def _start_extras(work: Path, cleanups: list[tuple[str, Any]]) -> tuple[Any, Any]:
+    """A Kafka broker and a MariaDB server with sample data, each only when installed (said either way)."""
+    from sluice.devstack.kafka import KafkaInstance, kafka_available
+    from sluice.devstack.mysql import MySqlInstance, mysql_available
+
+    kafka = mysql = None
+    ok, why = kafka_available()
+    if ok:
+        _step("starting Kafka (one KRaft broker)")
+        (work / "kafka").mkdir(parents=True, exist_ok=True)
+        kafka = KafkaInstance(name="dev-kafka", base_dir=work / "kafka").start()
+        cleanups.append(("kafka", kafka.stop))
+        print(f"    bootstrap: {kafka.bootstrap}", flush=True)
+    else:
+        print(f"    (no Kafka demo: {why})", flush=True)
+    ok, why = mysql_available("mariadb")
+    if ok:
+        _step("starting MariaDB with sample data (inventory)")
+        (work / "mariadb").mkdir(parents=True, exist_ok=True)
+        mysql = MySqlInstance(flavor="mariadb", name="dev-mariadb", base_dir=work / "mariadb").start()
+        cleanups.append(("mariadb", mysql.stop))
+        mysql.execute("CREATE DATABASE IF NOT EXISTS inventory")
+        for statement in MYSQL_SAMPLE_SQL:
+            mysql.execute(statement, database="inventory")
+        print(f"    mariadb: {mysql.host}:{mysql.port}/inventory", flush=True)
+    else:
+        print(f"    (no MariaDB demo: {why})", flush=True)
+    return kafka, mysql
+
+
+def _extra_connectors(source: Any, sink: Any, kafka: Any, mysql: Any) -> dict[str, Any]:
+    """The demo connectors of the extra servers: shop -> Kafka, MariaDB inventory -> warehouse."""
+    out: dict[str, Any] = {}
+    if kafka is not None:
+        out["demo-kafka"] = {
+            "id": "demo-kafka",
+            "name": "Demo: shop -> Kafka (Debezium events)",
+            "source": {
+                "postgres": {
+                    "connection": source.connection_spec("shop"),
+                    "replication_type": {"logical_replication": {}},
+                }
+            },
+            "sink": {
+                "kafka": {
+                    "connection": {"brokers": [kafka.bootstrap]},
+                    "format": {"debezium": {}},
+                    "topic_name_template": "{prefix}.{database_or_schema}.{table}",
+                }
+            },
+        }
+    if mysql is not None:
+        out["demo-mysql"] = {
+            "id": "demo-mysql",
+            "name": "Demo: MariaDB inventory -> warehouse",
+            "source": {"mysql": {"connection": mysql.connection_spec("inventory")}},
+            "sink": {"postgres": {"connection": sink.connection_spec("warehouse"), "target_schema": "inventory"}},
+        }
+    return out
+
+
+def _kafka_steps(kafka: Any) -> str:
+    from sluice.devstack.kafka import kafka_home
+
+    libs = kafka_home() / "libs"
+    return f"""Watch the Kafka demo's events as they arrive (one topic per table, <connector>.<schema>.<table>):
+
+  java -Dorg.slf4j.simpleLogger.defaultLogLevel=warn -cp "{libs}/*" \\
+       org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server {kafka.bootstrap} \\
+       --topic demo-kafka.public.orders --from-beginning --isolation-level read_committed
+"""
 
 
 def _stop_process(proc: subprocess.Popen[bytes]) -> None:
