@@ -27,7 +27,7 @@ test: deps ## Install what the tests need, then run every test (unit, integratio
 ##@ Set-up
 
 .PHONY: deps
-deps: system-deps venv k8s-binaries mysql kafka ## Everything a fresh machine needs (idempotent; fast when already done)
+deps: system-deps venv k8s-binaries helm mysql kafka ## Everything a fresh machine needs (idempotent; fast when already done)
 
 .PHONY: system-deps
 system-deps: ## PostgreSQL, pgcopydb, gcc and Python headers from Debian packages (as root, or with sudo)
@@ -54,6 +54,10 @@ kafka: ## Apache Kafka (KRaft) and Debezium 3.6.1 jars from Maven Central, for t
 .PHONY: k8s-binaries
 k8s-binaries: ## Build etcd, kube-apiserver, -controller-manager, -scheduler and kubectl from the Go module proxy (cached)
 	bash hack/build-k8s.sh
+
+.PHONY: helm
+helm: ## Build helm v4 from the Go module proxy (cached), for the chart tests (tests/unit/test_helm.py)
+	bash hack/build-helm.sh
 
 ##@ Local cluster
 
