@@ -7,6 +7,8 @@ The Connectors they read are built the way the cluster builds them: the worker's
 from __future__ import annotations
 
 import copy
+import importlib
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,16 @@ NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 # -- Lua plumbing --------------------------------------------------------------------------------------------
 
 
+# Argo CD runs gopher-lua, a Lua 5.1: every script runs under Lua 5.1 and under the newest Lua of the wheel.
+RUNTIMES = ("lua51", "lua54")
+runtime: Any = None
+
+
+@pytest.fixture(autouse=True, params=RUNTIMES)
+def lua_version(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "runtime", importlib.import_module(f"lupa.{request.param}"))
+
+
 def _to_lua(lua: Any, value: Any) -> Any:
     if isinstance(value, dict):
         return lua.table_from({k: _to_lua(lua, v) for k, v in value.items() if v is not None})
@@ -39,7 +51,7 @@ def _to_lua(lua: Any, value: Any) -> Any:
 
 
 def _from_lua(value: Any) -> Any:
-    if lupa.lua_type(value) != "table":
+    if runtime.lua_type(value) != "table":
         return value
     items = dict(value.items())
     if items and all(isinstance(k, int) for k in items) and sorted(items) == list(range(1, len(items) + 1)):
@@ -49,7 +61,8 @@ def _from_lua(value: Any) -> Any:
 
 def run_lua(script: str, obj: dict[str, Any]) -> Any:
     """Run ``script`` as Argo CD does: ``obj`` is a global, the chunk's return value is the answer."""
-    lua = lupa.LuaRuntime(unpack_returned_tuples=True)
+    lua = runtime.LuaRuntime(unpack_returned_tuples=True)
+    assert lua.lua_implementation.startswith("Lua 5.")
     lua.globals().obj = _to_lua(lua, copy.deepcopy(obj))
     return _from_lua(lua.execute(script))
 
