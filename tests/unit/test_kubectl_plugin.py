@@ -103,3 +103,12 @@ def test_actions_write_what_the_rest_api_writes() -> None:
     assert notes[COMMAND_ANNOTATION] == CommandName.REINITIALIZE.value
     assert notes[COMMAND_TIME_ANNOTATION] == "2026-11-26T12:00:00Z"
     assert kp.command_patch("restart")["metadata"]["annotations"][COMMAND_ANNOTATION] == CommandName.RESTART.value
+
+
+def test_the_package_installs_kubectl_sluice() -> None:
+    import tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    module, _, func = pyproject["project"]["scripts"]["kubectl-sluice"].partition(":")
+    assert (module, func) == ("sluice.kubectl_plugin", "main") and kp.main is not None
