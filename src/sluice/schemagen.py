@@ -78,6 +78,8 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = Path("crds/connector.yaml")
+#: the Helm chart ships the same CRD (Helm installs a chart's crds/ directory before its templates)
+CHART_CRD_PATH = Path("charts/sluice/crds/connector.yaml")
 OPENAPI_PATH = Path("openapi/openapi.json")
 
 #: ``format`` values the apiserver validates (k8s.io/kube-openapi strfmt); others are dropped from the CRD.
@@ -652,8 +654,10 @@ class GeneratedFile:
 
 def generated_files() -> list[GeneratedFile]:
     """Everything ``sluice generate`` writes, rendered in memory."""
+    crd = _dump_yaml(build_crd())
     return [
-        GeneratedFile(CRD_PATH, _dump_yaml(build_crd())),
+        GeneratedFile(CRD_PATH, crd),
+        GeneratedFile(CHART_CRD_PATH, crd),
         GeneratedFile(OPENAPI_PATH, json.dumps(build_openapi(), indent=2, ensure_ascii=False) + "\n"),
     ]
 
