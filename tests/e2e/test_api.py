@@ -423,6 +423,28 @@ def test_replace_with_own_references_drops_the_managed_secret(
     ns = {"namespace": namespace}
     assert api.post("/api/v1/connectors/r1", params=ns, json=SEED_BODY, headers=editor).status_code == 201
     control_plane.kubectl("create", "secret", "generic", "my-creds", "--from-literal=pw=theirs", "-n", namespace)
+    # The editor's own Secret: it may read it (a connector may reference only Secrets its writer may read).
+    control_plane.kubectl(
+        "create",
+        "role",
+        "read-my-creds",
+        "--verb=get",
+        "--resource=secrets",
+        "--resource-name=my-creds",
+        "-n",
+        namespace,
+    )
+    control_plane.kubectl(
+        "create",
+        "rolebinding",
+        "read-my-creds",
+        "--role=read-my-creds",
+        f"--serviceaccount={namespace}:editor",
+        "-n",
+        namespace,
+    )
+    state = api.app.state.sluice  # type: ignore[attr-defined]
+    poll(lambda: _may_read(state, editor, namespace, "my-creds"), timeout=30, message="editor may get my-creds")
     own = body()
     for side in ("source", "sink"):
         conn = own[side]["postgres"]["connection"]
@@ -725,11 +747,11 @@ def test_a_connector_may_reference_only_secrets_its_writer_may_read(
     assert "not-yours" not in json.dumps(out)
 
 
-def _may_read(state: Any, headers: Headers, namespace: str) -> bool:
+def _may_read(state: Any, headers: Headers, namespace: str, name: str = "theirs") -> bool:
     from sluice.errors import AuthorizationError
 
     try:
-        state.authorizer.may_read_secret(headers["Authorization"], namespace, "theirs")
+        state.authorizer.may_read_secret(headers["Authorization"], namespace, name)
     except AuthorizationError:
         return False
     return True
