@@ -323,3 +323,19 @@ def test_sender_keeps_order_surfaces_failures_and_closes_while_stuck() -> None:
     stuck.close()
     assert time.monotonic() - started < 8
     release.set()
+
+
+def test_a_receivers_answer_never_carries_our_credential() -> None:
+    from sluice.worker.sinks.webhook.client import RateLimiter, RetryPolicy, WebhookClient
+
+    client = WebhookClient(
+        verify=True,
+        timeout_s=1,
+        retry=RetryPolicy(),
+        limiter=RateLimiter(None, None),
+        headers={"Authorization": "Bearer s3cr3t-token-value", "X-Api-Key": "k3y-v4lue"},
+    )
+    echoed = "bad request; you sent Authorization: Bearer s3cr3t-token-value, token s3cr3t-token-value, k3y-v4lue"
+    out = client._redacted(echoed)
+    assert "s3cr3t" not in out and "k3y-v4lue" not in out
+    assert out.startswith("bad request; you sent Authorization: ***")

@@ -190,6 +190,19 @@ class WebhookClient:
         self._clients: list[httpx.Client] = []
         self._lock = threading.Lock()
 
+    def _redacted(self, text: str) -> str:
+        """A receiver's answer goes into the status and the log; a gateway that echoes the request's headers would
+        put the credential there, so every header value we send is masked in it first."""
+        for value in self.headers.values():
+            secret = str(value)
+            if len(secret) >= 4 and secret in text:
+                text = text.replace(secret, "***")
+            # "Bearer <token>" / "Basic <b64>": the token alone may be echoed too
+            _, _, token = secret.partition(" ")
+            if len(token) >= 4 and token in text:
+                text = text.replace(token, "***")
+        return text
+
     def _client(self) -> httpx.Client:
         client: httpx.Client | None = getattr(self._local, "client", None)
         if client is None:
@@ -235,7 +248,7 @@ class WebhookClient:
                 status = response.status_code
                 if 200 <= status < 300:
                     return response
-                excerpt = response.text[:_EXCERPT].strip() if response.content else ""
+                excerpt = self._redacted(response.text[:_EXCERPT].strip()) if response.content else ""
                 problem = f"HTTP {status} {response.reason_phrase}" + (f": {excerpt}" if excerpt else "")
                 if status < 500 and status not in RETRY_STATUSES:
                     raise WebhookRejectedError(f"sink.webhook: POST {where} answered {problem}", fix=_fix_for(status))
