@@ -423,6 +423,10 @@ class KafkaSink(Sink):
                 self._produce(topic, key, value)
 
     def _chunk_done(self, chunk: SnapshotChunk) -> None:
+        if self.txid is None:
+            # Without transactions the chunk's rows must be acknowledged before its done mark is written: the mark
+            # lives in another partition, which could be acknowledged while a row is refused.
+            self._commit_tx(f"delivering snapshot chunk {chunk.table}#{chunk.index}")
         self._produce(*self._record(cp_log.chunk_key(self.cid, chunk.table, chunk.index), "done"))
         self._commit_tx(f"committing snapshot chunk {chunk.table}#{chunk.index}")
         state = self._state_now()
@@ -487,6 +491,9 @@ class KafkaSink(Sink):
 
     def commit(self, checkpoint: Checkpoint) -> None:
         self._begin()
+        if self.txid is None:
+            # Without transactions: the batch acknowledged first, then its checkpoint (see _chunk_done).
+            self._commit_tx("delivering a batch")
         for message in self._checkpoint_records(checkpoint):
             self._produce(*message)
         self._commit_tx("committing a batch")
