@@ -339,3 +339,33 @@ def test_a_receivers_answer_never_carries_our_credential() -> None:
     out = client._redacted(echoed)
     assert "s3cr3t" not in out and "k3y-v4lue" not in out
     assert out.startswith("bad request; you sent Authorization: ***")
+
+
+def test_transactions_without_a_begin_position_get_distinct_keys_stable_across_restarts(
+    sink: Any, tmp_path: Path
+) -> None:
+    """A MySQL transaction's position is known only at its commit: it is named by the commit before it."""
+
+    def positionless(xid_commit: int, row: int) -> list[Any]:
+        return [
+            Begin(xid=None, position=None),
+            RowChange(Op.INSERT, T, None, (row, "x")),
+            Commit(xid=None, position=Lsn(xid_commit)),
+        ]
+
+    sink.load_checkpoint()  # nothing stored yet
+    sink.apply(positionless(100, 1) + positionless(200, 2))
+    sink.commit(Checkpoint("streaming", Lsn(200).encode()))
+    first, second = sink.sent
+    assert first.key != second.key
+    # A restart from the checkpoint after the first transaction sends the second one with the same key.
+    again = WebhookSink(connector(batch={"max_batch_size": 2}), store=FileCheckpointStore(tmp_path / "y.json"))
+    again.store.save(Checkpoint("streaming", Lsn(100).encode()))
+    resent: list[Request] = []
+    setattr(again, "send", resent.append)  # noqa: B010
+    again.prepare(SCHEMAS)
+    again.load_checkpoint()
+    again.apply(positionless(200, 2))
+    again.commit(Checkpoint("streaming", Lsn(200).encode()))
+    again.close()
+    assert [r.key for r in resent] == [second.key]

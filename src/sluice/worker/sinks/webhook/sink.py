@@ -276,6 +276,8 @@ class WebhookSink(Sink):
         self._client: WebhookClient | None = None
         self._sender: _Sender | None = None
         self._checkpoint: Checkpoint | None = None
+        #: the last commit position seen or stored: names a position-less transaction (see _scope)
+        self._prev_commit: str | None = None
         #: the checkpoint's done_chunks: the snapshot's id, its plan and the chunks done (kept in every save)
         self._entries: list[str] = []
         self._snapshot_position: str | None = None
@@ -429,12 +431,15 @@ class WebhookSink(Sink):
         return cp
 
     def _remember(self, cp: Checkpoint | None) -> None:
+        self._prev_commit = cp.position if cp is not None else None
         self._checkpoint = cp
         self._entries = list(cp.done_chunks) if cp is not None else []
         self._snapshot_position = cp.snapshot_position if cp is not None else None
 
     def _save(self, cp: Checkpoint) -> None:
         """Store ``cp`` with the snapshot plan, its done marks and the snapshot's position (they outlive it)."""
+        if cp.position is not None:
+            self._prev_commit = cp.position
         if cp.snapshot_position:
             self._snapshot_position = cp.snapshot_position
         full = Checkpoint(cp.phase, cp.position, self._snapshot_position, list(self._entries))
@@ -491,7 +496,7 @@ class WebhookSink(Sink):
         self._tx = TxContext(xid=begin.xid, position=begin.position, commit_time=begin.commit_time)
         self._place = 0
         self._counts = {}
-        scope = begin.position.encode() if begin.position is not None else f"xid:{begin.xid}"
+        scope = self._scope(begin.position)
         if self._batcher is None:
             self._batcher = self._new_batcher(self.sender.put)
         self._batcher.start(scope)
@@ -508,9 +513,20 @@ class WebhookSink(Sink):
             if tx.commit_time is None and commit.commit_time is not None:
                 tx = TxContext(tx.xid, tx.position, commit.commit_time)
             rec = self.debezium.end(tx, dict(self._counts))
-            scope = tx.position.encode() if tx.position is not None else f"xid:{tx.xid}"
-            self._metadata(scope + "|END", self.debezium.value_json(rec).encode())
+            self._metadata(self._scope(tx.position) + "|END", self.debezium.value_json(rec).encode())
         self._tx = None
+        self._prev_commit = commit.position.encode()
+
+    def _scope(self, position: Position | None) -> str:
+        """What names a transaction in its idempotency keys, the same after a restart.
+
+        Its own position when the source announces it (PostgreSQL); otherwise (MySQL: a transaction's position is
+        known at its commit) the commit position of the transaction before it — every transaction follows exactly
+        one, and a restart resumes right after the stored one.
+        """
+        if position is not None:
+            return position.encode()
+        return f"after:{self._prev_commit}"
 
     def _metadata(self, scope: str, event: bytes) -> None:
         batcher = self._new_batcher(self.sender.put)
