@@ -236,3 +236,20 @@ def test_a_keyless_table_selected_after_the_snapshot_says_it_was_not_copied(worl
     world.rows["public.later_bag"] = [(1, "a")]
     _, reports = _run(world)
     assert "ReIntialize" in (reports.last["tables"]["public.later_bag"]["error"] or "")
+
+
+def test_stop_inside_a_transaction_already_partly_in_the_sink_aborts_the_batch(world: World) -> None:
+    """With a tiny buffer the open transaction is partly applied when the stop comes: the whole open batch is
+    rolled back (nothing of it committed), and the next run applies every change exactly once."""
+    _run(world)
+    commits = world.commits
+    world.commit_tx([_ins(BAG, (10, "a"))])
+    world.commit_tx([_ins(BAG, (11, "b")), _ins(BAG, (12, "c")), _ins(BAG, (13, "d"))])
+    world.stop_after_events = 5  # Begin, change, Commit, Begin, change
+    assert _run(world, _connector(max_rows=2))[0] == 0
+    assert world.applied_batches and world.commits == commits  # applied, then aborted: nothing committed
+    assert (11, "b") not in _bag(world) and (10, "a") not in _bag(world)
+    world.stop_after_events = None
+    _run(world, _connector(max_rows=2))
+    bag = _bag(world)
+    assert [bag[(n, v)] for n, v in ((10, "a"), (11, "b"), (12, "c"), (13, "d"))] == [1, 1, 1, 1]
