@@ -85,8 +85,8 @@ def classify_error(err: KafkaError, what: str = "Kafka") -> SluiceError:
         return ConfigError(
             text,
             fix="Grant the Kafka user ACLs for: Write and Describe on the connector's topics and the "
-            "__sluice_checkpoints topic, Create on the cluster (or create the topics yourself), Read on "
-            "__sluice_checkpoints, and Write/Describe on the transactional id when transactions are enabled.",
+            "__sluice_checkpoints.* topics, Create on the cluster (or create the topics yourself), Read on "
+            "__sluice_checkpoints.*, and Write/Describe on the transactional id when transactions are enabled.",
         )
     if code in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH):
         return ConflictError(

@@ -23,6 +23,7 @@ Snapshot rows are ``op: r``; a truncate is one ``op: t`` event per table (null k
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -44,7 +45,7 @@ from sluice.worker.sinks.base import DeliveryGuarantee, Sink, SnapshotWriter
 from sluice.worker.sinks.kafka import checkpoints as cp_log
 from sluice.worker.sinks.kafka.errors import KafkaSinkError, classify
 from sluice.worker.sinks.kafka.settings import client_settings, producer_settings, transactional_id
-from sluice.worker.sinks.kafka.topics import CHECKPOINT_TOPIC, TopicNamer, ensure_topics
+from sluice.worker.sinks.kafka.topics import TopicNamer, checkpoint_topic, ensure_topics
 from sluice.worker.sources.base import Check, SnapshotChunk
 
 __all__ = ["KafkaAtLeastOnceSink", "KafkaSink"]
@@ -92,8 +93,12 @@ class KafkaSink(Sink):
         model: KafkaSinkModel = connector.sink.config
         self.model = model
         self.cid = connector.id
+        # Connector ids are unique per namespace only: in a pod the namespace joins them in Kafka's names.
+        namespace = os.environ.get("SLUICE_CONNECTOR_NAMESPACE")
+        self.scope = f"{namespace}.{connector.id}" if namespace else connector.id
+        self.checkpoint_topic = checkpoint_topic(self.scope)
         #: librdkafka settings; they hold secrets: never log them (settings.redacted gives a loggable copy)
-        self.settings = producer_settings(model, connector.id)
+        self.settings = producer_settings(model, self.scope)
         self.client = client_settings(model)
         self.txid = transactional_id(model, connector.id)
         self.namer = TopicNamer(model.topic_name_template, connector.id)
@@ -218,7 +223,7 @@ class KafkaSink(Sink):
             self.schemas[schema.table.label] = schema
             self._topic(schema)
         self._ensure(list(self.topics.values()) + ([self.namer.transaction_topic] if self.tx_metadata else []))
-        self._ensure([CHECKPOINT_TOPIC], partitions=1, config=cp_log.TOPIC_CONFIG)
+        self._ensure([self.checkpoint_topic], partitions=1, config=cp_log.TOPIC_CONFIG)
         self._raise_pending("creating topics")
 
     def _ensure(self, topics: list[str], **options: Any) -> None:
@@ -235,11 +240,11 @@ class KafkaSink(Sink):
     def _state_now(self) -> cp_log.State:
         if self._state is None:
             _ = self.producer  # initializing the transactional id first aborts what a previous run left open
-            self._state = cp_log.read_state(self.client, CHECKPOINT_TOPIC, self.cid)
+            self._state = cp_log.read_state(self.client, self.checkpoint_topic, self.cid)
         return self._state
 
     def _record(self, key: str, value: str | None) -> Message:
-        return (CHECKPOINT_TOPIC, key.encode(), None if value is None else value.encode())
+        return (self.checkpoint_topic, key.encode(), None if value is None else value.encode())
 
     def _checkpoint_records(self, checkpoint: Checkpoint) -> list[Message]:
         plain = Checkpoint(checkpoint.phase, checkpoint.position, checkpoint.snapshot_position)

@@ -21,12 +21,22 @@ from sluice.errors import ConfigError, ErrorDetail
 from sluice.worker.events import TableId
 from sluice.worker.sinks.kafka.errors import KafkaSinkError
 
-__all__ = ["CHECKPOINT_TOPIC", "PLACEHOLDERS", "TopicNamer", "ensure_topics"]
+__all__ = ["CHECKPOINT_TOPIC", "PLACEHOLDERS", "TopicNamer", "checkpoint_topic", "ensure_topics"]
 
 log = logging.getLogger(__name__)
 
 #: the compacted topic holding every connector's checkpoint records, keyed by connector id
 CHECKPOINT_TOPIC = "__sluice_checkpoints"
+
+
+def checkpoint_topic(scope: str) -> str:
+    """One compacted checkpoint topic per connector (``scope`` = ``<namespace>.<id>`` in a pod, else the id).
+
+    Not one shared topic: a read_committed consumer stops at the first open transaction in a partition, so a
+    connector's open transaction (a snapshot chunk may stay open for minutes) would hide every other connector's
+    newer checkpoints and make them resume from stale positions.
+    """
+    return f"{CHECKPOINT_TOPIC}.{scope}"
 PLACEHOLDERS = ("prefix", "database_or_schema", "table")
 _INVALID = re.compile(r"[^a-zA-Z0-9._-]")
 _FIELD = ["sink", "kafka", "topic_name_template"]
