@@ -37,6 +37,8 @@ def checkpoint_topic(scope: str) -> str:
     newer checkpoints and make them resume from stale positions.
     """
     return f"{CHECKPOINT_TOPIC}.{scope}"
+
+
 PLACEHOLDERS = ("prefix", "database_or_schema", "table")
 _INVALID = re.compile(r"[^a-zA-Z0-9._-]")
 _FIELD = ["sink", "kafka", "topic_name_template"]
