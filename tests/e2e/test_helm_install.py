@@ -43,6 +43,9 @@ def test_helm_install_grants_what_the_operator_needs(control_plane: ControlPlane
             "operator.replicas=0",
             "--set",
             "api.replicas=0",
+            # The session's fixtures applied the same CRD with kubectl first; server-side apply would otherwise
+            # refuse to take over the fields kubectl owns (as on a cluster where the CRD was kubectl-applied).
+            "--force-conflicts",
         ]
     )
     try:

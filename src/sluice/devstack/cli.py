@@ -287,8 +287,9 @@ def _start_extras(work: Path, cleanups: list[tuple[str, Any]]) -> tuple[Any, Any
     ok, why = mysql_available("mariadb")
     if ok:
         _step("starting MariaDB with sample data (inventory)")
-        (work / "mariadb").mkdir(parents=True, exist_ok=True)
-        mysql = MySqlInstance(flavor="mariadb", name="dev-mariadb", base_dir=work / "mariadb").start()
+        # A directory of its own under the system temp dir, like the PostgreSQL servers: the server runs as the
+        # `mysql` user when we are root, and the work dir's parents need not be open to it.
+        mysql = MySqlInstance(flavor="mariadb", name="dev-mariadb").start()
         cleanups.append(("mariadb", mysql.stop))
         mysql.execute("CREATE DATABASE IF NOT EXISTS inventory")
         for statement in MYSQL_SAMPLE_SQL:
