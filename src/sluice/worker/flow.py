@@ -305,7 +305,6 @@ class _Streaming:
         self.batch_rows = 0  # row changes in the open sink batch (applied or not)
         self.last_commit: Commit | None = None  # the newest whole transaction in the open batch
         self.batch_started = 0.0
-        self.applied_uncommitted = False
         self.in_tx = False
         self.skip = False
         #: where the transaction being read starts in ``batch``, and whether part of it reached the sink already
@@ -414,7 +413,6 @@ class _Streaming:
                 if tp is not None:
                     tp.rows_applied += 1
         self.batch = []
-        self.applied_uncommitted = True
         self.tx_mark = 0
         self.tx_applied = self.in_tx
 
@@ -429,7 +427,6 @@ class _Streaming:
         self.ctx.progress = True
         self.last_commit = None
         self.batch_rows = 0
-        self.applied_uncommitted = False
         self.ctx.report()
 
     def _ack(self) -> None:
