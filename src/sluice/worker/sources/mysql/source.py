@@ -25,6 +25,7 @@ import pymysql.cursors
 
 from sluice.errors import ConfigError, ReplicationError, SluiceError
 from sluice.models import Connector
+from sluice.worker.catalog import excluded_columns, is_selected
 from sluice.worker.events import ExistingValues, TableId, TableSchema
 from sluice.worker.positions import Position
 from sluice.worker.sources.base import ChangeStream, Check, RetainedLog, SnapshotChunk, SnapshotSession, Source
@@ -102,36 +103,6 @@ def connection_settings(conn: Any) -> dict[str, Any]:
     elif conn.ssl_mode is not None:
         settings["ssl_disabled"] = True  # PyMySQL otherwise uses TLS whenever the server offers it
     return settings
-
-
-def _action(value: Any) -> str:
-    return str(getattr(value, "value", value))
-
-
-def _selected(catalog: Any, schema: str, table: str) -> bool:
-    if catalog is None:
-        return True
-    verdict = _action(catalog.default_action) == "Include"
-    for s in catalog.schemas:
-        if s.name != schema:
-            continue
-        verdict = _action(s.action) == "Include"
-        for t in s.tables:
-            if t.name == table:
-                return _action(t.action) == "Include"
-    return verdict
-
-
-def _excluded_columns(catalog: Any, schema: str, table: str) -> set[str]:
-    if catalog is None:
-        return set()
-    out: set[str] = set()
-    for s in catalog.schemas:
-        if s.name == schema:
-            for t in s.tables:
-                if t.name == table:
-                    out |= {c.name for c in t.columns if _action(c.action) == "Exclude"}
-    return out
 
 
 class MySqlSource(Source):
@@ -271,7 +242,7 @@ class MySqlSource(Source):
 
     def describe(self, table: str) -> TableSchema | None:
         """One table as it is now (None when it is gone or not selected); also refreshes its loaders."""
-        if not _selected(self.config.catalog, self.database, table):
+        if not is_selected(self.config.catalog, self.database, table):
             return None
         rows = self._sql(
             "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, NUMERIC_SCALE, "
@@ -281,7 +252,7 @@ class MySqlSource(Source):
         )
         if not rows:
             return None
-        excluded = _excluded_columns(self.config.catalog, self.database, table)
+        excluded = excluded_columns(self.config.catalog, self.database, table)
         json_cols = self._json_checks(table)
         infos = [
             ColumnInfo(

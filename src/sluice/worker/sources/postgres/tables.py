@@ -11,41 +11,18 @@ from typing import Any
 import psycopg
 
 from sluice.errors import ErrorDetail, SourceSetupError
+from sluice.worker.catalog import action, excluded_columns, is_selected
 from sluice.worker.drivers.postgres.catalog import FIRST_NORMAL_OID, SourceColumn, SourceTable, UserType
 
-__all__ = ["SourceColumn", "SourceTable", "UserType", "discover_tables", "is_selected", "load_user_types"]
-
-
-def _action(value: Any) -> str:
-    return str(getattr(value, "value", value))
-
-
-def is_selected(catalog: Any, schema: str, table: str) -> bool:
-    """The most specific catalog rule wins; without one, ``default_action``."""
-    if catalog is None:
-        return True
-    verdict = _action(catalog.default_action) == "Include"
-    for s in catalog.schemas:
-        if s.name != schema:
-            continue
-        verdict = _action(s.action) == "Include"
-        for t in s.tables:
-            if t.name == table:
-                return _action(t.action) == "Include"
-    return verdict
-
-
-def excluded_columns(catalog: Any, schema: str, table: str) -> set[str]:
-    if catalog is None:
-        return set()
-    out: set[str] = set()
-    for s in catalog.schemas:
-        if s.name != schema:
-            continue
-        for t in s.tables:
-            if t.name == table:
-                out |= {c.name for c in t.columns if _action(c.action) == "Exclude"}
-    return out
+__all__ = [
+    "SourceColumn",
+    "SourceTable",
+    "UserType",
+    "discover_tables",
+    "excluded_columns",
+    "is_selected",
+    "load_user_types",
+]
 
 
 _TABLES_SQL = """
@@ -170,7 +147,7 @@ def _check_named_tables_exist(catalog: Any, existing: set[tuple[str, str]]) -> N
     problems: list[ErrorDetail] = []
     for i, s in enumerate(catalog.schemas):
         for j, t in enumerate(s.tables):
-            if _action(t.action) == "Include" and (s.name, t.name) not in existing:
+            if action(t.action) == "Include" and (s.name, t.name) not in existing:
                 problems.append(
                     ErrorDetail(
                         ["source", "postgres", "catalog", "schemas", i, "tables", j, "name"],
