@@ -404,6 +404,8 @@ class _Streaming:
     def _apply(self) -> None:
         if not self.batch:
             return
+        # A turn of the loop, also inside a transaction larger than a batch: the liveness heartbeat.
+        self.ctx.report()
         self.sink.apply(cast("list[Change]", self.batch))  # Begin/Commit only for sinks with transaction_events
         status = self.ctx.status
         for change in self.batch:

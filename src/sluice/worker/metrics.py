@@ -1,4 +1,8 @@
-"""Prometheus metrics of one worker, served on ``SLUICE_METRICS_PORT`` (the operator sets it on the pod).
+"""Prometheus metrics of one worker, served on ``SLUICE_METRICS_PORT`` (the operator sets it on the pod), with the
+worker's health beside them on the same port: ``/metrics`` (also any other path, as before), ``/healthz``
+(liveness) and ``/readyz`` (readiness), as :mod:`sluice.worker.health` defines them. One port because the pod's
+probes and the scraper then need one declared ``containerPort``, and a worker whose metrics are off has no
+probes either (the operator renders none).
 
 Why a status reporter: the engine already publishes everything worth measuring through the reporter interface
 (rows, lag, errors), so metrics are one more subscriber and the replication code knows nothing about Prometheus.
@@ -9,13 +13,16 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
+from sluice.worker.health import Heartbeat, Verdict
 from sluice.worker.status import WorkerStatus
 
-__all__ = ["MetricsReporter", "with_metrics_reporter"]
+__all__ = ["MetricsReporter", "serve", "with_metrics_reporter"]
 
 log = logging.getLogger(__name__)
 
@@ -75,19 +82,54 @@ class MetricsReporter:
                 self.errors.labels(c, str(status.last_error.get("error", "Unknown"))).inc()
 
 
+class _Handler(BaseHTTPRequestHandler):
+    registry: CollectorRegistry
+    heartbeat: Heartbeat
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path in ("/healthz", "/readyz"):
+            verdict: Verdict = self.heartbeat.liveness() if path == "/healthz" else self.heartbeat.readiness()
+            self._send(200 if verdict.ok else 503, "text/plain; charset=utf-8", (verdict.reason + "\n").encode())
+        else:
+            self._send(200, CONTENT_TYPE_LATEST, generate_latest(self.registry))
+
+    def _send(self, code: int, content_type: str, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probes every few seconds would flood the worker log."""
+
+
+def serve(port: int, registry: CollectorRegistry, heartbeat: Heartbeat, addr: str = "0.0.0.0") -> ThreadingHTTPServer:  # noqa: S104
+    """Serve metrics and health on ``addr:port`` from a daemon thread; the server is returned (``server_port``
+    is the port bound when ``port`` is 0)."""
+    handler = type("Handler", (_Handler,), {"registry": registry, "heartbeat": heartbeat})
+    server = ThreadingHTTPServer((addr, port), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server
+
+
 def with_metrics_reporter(primary: Any) -> Any:
-    """``primary`` alone, or teed with a :class:`MetricsReporter` served over HTTP when ``SLUICE_METRICS_PORT`` is
-    a port number other than 0."""
+    """``primary`` alone, or teed with a :class:`~sluice.worker.health.Heartbeat` and a :class:`MetricsReporter`,
+    both served over HTTP, when ``SLUICE_METRICS_PORT`` is a port number other than 0."""
     port = int(os.environ.get("SLUICE_METRICS_PORT") or 0)
     if not port:
         return primary
     from sluice.worker.k8s_status import TeeReporter
 
     metrics = MetricsReporter()
+    heartbeat = Heartbeat.from_env()
     try:
-        start_http_server(port, addr=os.environ.get("SLUICE_METRICS_ADDR", "0.0.0.0"), registry=metrics.registry)  # noqa: S104
+        serve(port, metrics.registry, heartbeat, os.environ.get("SLUICE_METRICS_ADDR", "0.0.0.0"))  # noqa: S104
     except OSError as exc:
-        # Metrics are worth a warning, never a stopped replication.
-        log.warning("metrics endpoint not served on port %d: %s", port, exc)
+        # Metrics are worth a warning, never a stopped replication (and without the port no probe reaches us).
+        log.warning("metrics and health endpoints not served on port %d: %s", port, exc)
         return primary
-    return TeeReporter(primary, metrics)
+    # The heartbeat first: a slow reporter after it does not delay the beat.
+    return TeeReporter(heartbeat, primary, metrics)

@@ -779,6 +779,7 @@ class PgToPgPipeline:
 
     def _spill_encode(self, spill: _Spill) -> None:
         """Write the folded changes of a streamed transaction to its spill file as encoded COPY data."""
+        self._report()  # a turn of the loop inside a large transaction: the liveness heartbeat (worker/health.py)
         if not spill.pending_rows:
             return
         for tc in spill.pending.values():
@@ -936,6 +937,7 @@ class PgToPgPipeline:
 
     def _flush_pending(self, oids: Any = None) -> None:
         """Hand pending changes to the applier thread (into the open sink transaction, not committed)."""
+        self._report()  # a turn of the loop inside a large transaction: the liveness heartbeat (worker/health.py)
         for oid in list(self._pending) if oids is None else oids:
             tc = self._pending.get(oid)
             if tc is None or not len(tc):
