@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import socket
 import threading
@@ -17,11 +18,21 @@ import uuid
 from pathlib import Path
 
 from sluice.k8s.jsonclient import JsonClient
-from sluice.operator.builders import WorkerSettings
+from sluice.operator.builders import SPILL_SIZE_LIMIT, WorkerSettings
 
 __all__ = ["add_arguments", "run"]
 
 log = logging.getLogger("sluice.operator")
+
+# A Kubernetes quantity as an emptyDir's sizeLimit takes it (plain bytes, decimal or binary suffix). Checked here so a
+# typo fails the operator at start-up, not every worker StatefulSet the apiserver would then refuse.
+_QUANTITY = re.compile(r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[mkMGTPE]|[KMGTPE]i)?$")
+
+
+def _quantity(text: str) -> str:
+    if not _QUANTITY.match(text):
+        raise argparse.ArgumentTypeError(f"not a Kubernetes quantity: {text!r} (e.g. 10Gi, 500M)")
+    return text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worker-image", default=os.environ.get("SLUICE_WORKER_IMAGE", "sluice:dev"))
     parser.add_argument("--worker-command", default="sluice", help="entry point of the worker container")
     parser.add_argument("--worker-metrics-port", type=int, default=9102, help="worker metrics port (0: off)")
+    parser.add_argument(
+        "--worker-spill-size",
+        type=_quantity,
+        default=SPILL_SIZE_LIMIT,
+        help="sizeLimit of each worker's spill emptyDir: room for the large transactions in flight (a quantity)",
+    )
     parser.add_argument("--refresh-seconds", type=float, default=10.0, help="status refresh interval")
     parser.add_argument("--lag-threshold-bytes", type=int, default=1 << 30, help="SlotLagHigh threshold")
     parser.add_argument("--no-leader-election", action="store_true", help="act at once (single replica only)")
@@ -60,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             image=args.worker_image,
             command=(args.worker_command,),
             metrics_port=args.worker_metrics_port,
+            spill_size_limit=args.worker_spill_size,
         ),
         refresh_seconds=args.refresh_seconds,
         lag_threshold_bytes=args.lag_threshold_bytes,
