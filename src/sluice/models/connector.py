@@ -17,6 +17,7 @@ from sluice.kinds import availability_note
 from sluice.models.buffer import Buffer
 from sluice.models.common import DnsLabel, SluiceModel
 from sluice.models.limits import Limits
+from sluice.models.quantity import ByteQuantity
 from sluice.models.schedule import Schedule
 from sluice.models.sinks import Sink
 from sluice.models.sources import Source
@@ -49,6 +50,12 @@ class Connector(SluiceModel):
     """Periodic runs (for snapshot replication)."""
     name: str | None = Field(default=None, min_length=1)
     """Display name."""
+    wal_budget: ByteQuantity | None = None
+    """Most WAL the connector's replication slot may keep on the source while the connector is stopped (disabled,
+    between scheduled runs) or lagging, as a Kubernetes quantity such as "10Gi". Past it the connector gets the
+    condition SlotAtRisk=True and the alert SluiceSlotAtRisk fires, before the source's disk fills. Unset: the
+    operator's default (``sluice operator --wal-budget``). PostgreSQL sources only (other sources keep no slot). A
+    Sluice addition to the reference schema."""
 
 
 class ConnectorBody(Connector):

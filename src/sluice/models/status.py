@@ -235,6 +235,12 @@ class ConnectorStatus(StatusModel):
     """Log bytes between the source's current position and the position the sink holds (PostgreSQL: WAL)."""
     lag_seconds: float | None = None
     """Seconds between the newest source commit and the time the sink applied it (0 when idle and caught up)."""
+    wal_retained_bytes: int | None = None
+    """WAL the connector's replication slot keeps on the source (``pg_current_wal_lsn() - restart_lsn``), measured
+    by the operator every 30 s while the connector is stopped and every 60 s while it runs (PostgreSQL sources)."""
+    wal_budget_bytes: int | None = None
+    """The WAL budget in effect (``spec.wal_budget``, else the operator's default): past it, SlotAtRisk is True
+    while the connector is stopped or lagging."""
     position: str | None = None
     """The source position the sink holds, in the source's notation (PostgreSQL: an LSN such as 0/16B3748)."""
     delivery: str | None = None
