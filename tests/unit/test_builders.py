@@ -154,3 +154,30 @@ def test_worker_writes_only_to_its_spill_volume() -> None:
     assert writable == [builders.SPILL_MOUNT]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["SLUICE_SPILL_DIR"] == env["TMPDIR"] == builders.SPILL_MOUNT
+
+
+def test_probes_ask_the_worker_on_its_declared_metrics_port() -> None:
+    sts = builders.statefulset(CONNECTOR, builders.WorkerSettings(metrics_port=9200), replicas=1, run_id="r")
+    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    (port,) = container["ports"]
+    assert port == {"name": "metrics", "containerPort": 9200}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SLUICE_METRICS_PORT"] == "9200"
+    paths = {kind: container[kind]["httpGet"] for kind in ("startupProbe", "livenessProbe", "readinessProbe")}
+    assert paths == {
+        "startupProbe": {"path": "/healthz", "port": "metrics"},
+        "livenessProbe": {"path": "/healthz", "port": "metrics"},
+        "readinessProbe": {"path": "/readyz", "port": "metrics"},
+    }
+    liveness = container["livenessProbe"]
+    # A stall must last failureThreshold periods before a restart; the startup probe covers the slow start.
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 30
+    assert "initialDelaySeconds" not in liveness
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 60
+
+
+def test_no_probes_without_the_metrics_port() -> None:
+    sts = builders.statefulset(CONNECTOR, builders.WorkerSettings(metrics_port=0), replicas=1, run_id="r")
+    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    assert not {"ports", "startupProbe", "livenessProbe", "readinessProbe"} & set(container)

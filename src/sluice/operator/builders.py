@@ -52,6 +52,7 @@ __all__ = [
     "config_hash",
     "config_secret",
     "owner_reference",
+    "probes",
     "role",
     "role_binding",
     "secret_refs",
@@ -81,8 +82,8 @@ class WorkerSettings:
     command: tuple[str, ...] = ("sluice",)
     """Entry point; ``args`` are ``worker --config ...``."""
     metrics_port: int = 9102
-    """Port of the worker's Prometheus endpoint (``SLUICE_METRICS_PORT``); 0 turns it off (useful on the
-    process node, where every pod shares the host network)."""
+    """Port of the worker's Prometheus endpoint (``SLUICE_METRICS_PORT``), which also serves the health endpoints
+    the pod's probes ask; 0 turns both off (no probes are rendered then)."""
     termination_grace_seconds: int = 30
     """Time the worker gets after SIGTERM to flush its batch and confirm its position."""
     log_format: str = "json"
@@ -269,6 +270,34 @@ def _credentials_volume(cr: JsonObj) -> JsonObj | None:
     return {"name": "credentials", "projected": {"sources": sources, "defaultMode": 0o400}}
 
 
+def probes() -> JsonObj:
+    """Startup, liveness and readiness probes on the worker's metrics port (see :mod:`sluice.worker.health`).
+
+    - startup: the HTTP server answers within 2 minutes of the container start (an interpreter on a busy node can
+      be slow to import); it gates the others, so liveness needs no initial delay.
+    - liveness: ``/healthz`` failing 3 times 10 s apart (or not answering within 5 s: a stopped or deadlocked
+      process) restarts the container. The worker bounds its own loop's silence by phase (an hour before streaming,
+      5 minutes while streaming), so a long snapshot chunk or a quiet source never fails it. The kill gets 10 s,
+      not the pod's grace period: a wedged loop does not flush on SIGTERM, and positions advance only once durable,
+      so nothing is lost by not waiting.
+    - readiness: ``/readyz``, copying or streaming and not retrying a failure; every 5 s.
+    """
+
+    def http(path: str) -> JsonObj:
+        return {"httpGet": {"path": path, "port": "metrics"}, "timeoutSeconds": 5}
+
+    return {
+        "startupProbe": {**http("/healthz"), "periodSeconds": 2, "failureThreshold": 60},
+        "livenessProbe": {
+            **http("/healthz"),
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+            "terminationGracePeriodSeconds": 10,
+        },
+        "readinessProbe": {**http("/readyz"), "periodSeconds": 5, "failureThreshold": 3},
+    }
+
+
 def statefulset(
     cr: JsonObj,
     settings: WorkerSettings,
@@ -314,6 +343,7 @@ def statefulset(
         container["volumeMounts"].append({"name": "credentials", "mountPath": SECRETS_MOUNT, "readOnly": True})
     if settings.metrics_port:
         container["ports"] = [{"name": "metrics", "containerPort": settings.metrics_port}]
+        container.update(probes())
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
