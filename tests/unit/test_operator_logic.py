@@ -180,11 +180,11 @@ def test_worker_status_patch() -> None:
     patch = status_patch(ws, pod="c-worker-0", run_id="operator-run")
     assert patch["position"] == "0/16B3748" and patch["delivery"] == "exactly-once"
     ConnectorStatus.model_validate(patch)  # every field the worker writes is in the CRD's status schema
-    assert patch["run_id"] == "operator-run"
+    assert "run_id" not in patch  # the operator's field; the worker says which run it is under worker.run_id
     assert patch["status"] == {"type": "retry", "attempt": 2, "reason": "connection reset"}
     assert patch["tables"][0]["phase"] == "snapshotted"
     assert patch["last_error"]["reason"] == "Transient" and patch["last_error"]["fix"] == "wait"
-    assert patch["worker"] == {"pod": "c-worker-0"}
+    assert patch["worker"] == {"pod": "c-worker-0", "run_id": "operator-run"}
 
 
 def test_recent_crash_keeps_degraded_while_ready_again() -> None:

@@ -5,6 +5,9 @@
   when nothing about the Connector changes;
 - delete → the finalizer ``sluice.dev/cleanup``: stop the worker, drop the slot and the Sluice-created publication,
   then let kopf remove the finalizer; children go with the garbage collector (owner references).
+- indexes → one kopf index per kind a pass reads (``children.INDEXED``): the children the operator labels as its
+  own, and every Secret's metadata. A pass reads children there, not by GET (``children`` says why); kopf fills
+  them before it calls the handlers above, which hand them to the Reconciler as an ``IndexView``.
 
 Error mapping: a retryable ``SluiceError`` (source or apiserver unreachable) is a kopf ``TemporaryError``
 (retried after a delay); any other ``SluiceError`` is a ``PermanentError`` for that change — the timer still
@@ -24,6 +27,7 @@ from sluice.errors import SluiceError, TransientError
 from sluice.k8s.jsonclient import KubeError, api_path
 from sluice.models.resource import GROUP, PLURAL, VERSION
 from sluice.operator import naming, sourcedb
+from sluice.operator.children import INDEXED, MANAGED_BY, IndexView, index_entry
 from sluice.operator.reconcile import OperatorSettings, Reconciler
 
 __all__ = ["build_registry", "configure_kopf"]
@@ -60,17 +64,24 @@ def build_registry(rec: Reconciler, operator: OperatorSettings) -> kopf.Operator
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
+    _register_indexes(registry)
+
+    def view(kwargs: dict[str, Any]) -> IndexView:
+        return IndexView({plural: kwargs[f"{plural}_idx"] for plural in INDEXED}, rec.memo)
+
     @kopf.on.resume(*resource, registry=registry)
     @kopf.on.create(*resource, registry=registry)
     @kopf.on.update(*resource, registry=registry)
-    def changed(*, name: str, namespace: str | None, **_: Any) -> None:
+    def changed(*, name: str, namespace: str | None, **kwargs: Any) -> None:
         assert namespace is not None  # Connectors are namespaced
-        _mapped(lambda: rec.reconcile(namespace, name))
+        children = view(kwargs)
+        _mapped(lambda: rec.reconcile(namespace, name, children))
 
     @kopf.timer(*resource, interval=operator.refresh_seconds, sharp=False, registry=registry)
-    def refresh(*, name: str, namespace: str | None, **_: Any) -> None:
+    def refresh(*, name: str, namespace: str | None, **kwargs: Any) -> None:
         assert namespace is not None  # Connectors are namespaced
-        _mapped(lambda: rec.reconcile(namespace, name))
+        children = view(kwargs)
+        _mapped(lambda: rec.reconcile(namespace, name, children))
 
     @kopf.on.delete(*resource, registry=registry)
     def deleted(*, name: str, namespace: str | None, **_: Any) -> None:
@@ -78,6 +89,39 @@ def build_registry(rec: Reconciler, operator: OperatorSettings) -> kopf.Operator
         _mapped(lambda: cleanup(rec, namespace, name))
 
     return registry
+
+
+def _register_indexes(registry: kopf.OperatorRegistry) -> None:
+    """One index per kind in ``children.INDEXED``, keyed ``(namespace, name)``; kopf names each kwarg after the
+    function (``<plural>_idx``)."""
+    ours = {"app.kubernetes.io/managed-by": MANAGED_BY}
+
+    def entry(plural: str, namespace: str | None, name: str | None, body: Any) -> dict[Any, Any]:
+        return {(namespace, name): index_entry(plural, body)}
+
+    @kopf.index("apps", "v1", "statefulsets", labels=ours, registry=registry)
+    def statefulsets_idx(*, namespace: str | None, name: str | None, body: Any, **_: Any) -> dict[Any, Any]:
+        return entry("statefulsets", namespace, name, body)
+
+    @kopf.index("v1", "pods", labels=ours, registry=registry)
+    def pods_idx(*, namespace: str | None, name: str | None, body: Any, **_: Any) -> dict[Any, Any]:
+        return entry("pods", namespace, name, body)
+
+    @kopf.index("v1", "secrets", registry=registry)  # all: a spec may reference any (metadata only, see children)
+    def secrets_idx(*, namespace: str | None, name: str | None, body: Any, **_: Any) -> dict[Any, Any]:
+        return entry("secrets", namespace, name, body)
+
+    @kopf.index("v1", "serviceaccounts", labels=ours, registry=registry)
+    def serviceaccounts_idx(*, namespace: str | None, name: str | None, body: Any, **_: Any) -> dict[Any, Any]:
+        return entry("serviceaccounts", namespace, name, body)
+
+    @kopf.index("rbac.authorization.k8s.io", "v1", "roles", labels=ours, registry=registry)
+    def roles_idx(*, namespace: str | None, name: str | None, body: Any, **_: Any) -> dict[Any, Any]:
+        return entry("roles", namespace, name, body)
+
+    @kopf.index("rbac.authorization.k8s.io", "v1", "rolebindings", labels=ours, registry=registry)
+    def rolebindings_idx(*, namespace: str | None, name: str | None, body: Any, **_: Any) -> dict[Any, Any]:
+        return entry("rolebindings", namespace, name, body)
 
 
 def cleanup(rec: Reconciler, namespace: str, name: str) -> None:

@@ -26,6 +26,12 @@ class OperatorMetrics:
         self.reconcile_seconds = Histogram(
             "sluice_operator_reconcile_seconds", "Duration of one reconcile pass.", registry=self.registry
         )
+        self.writes = Counter(
+            "sluice_operator_writes",
+            "Writes a reconcile pass sent (written) or found needless (skipped): status, or a child by plural.",
+            ["what", "outcome"],
+            registry=self.registry,
+        )
         self.lag_bytes = Gauge(
             "sluice_connector_lag_bytes", "WAL bytes the sink is behind.", labels, registry=self.registry
         )
@@ -37,6 +43,18 @@ class OperatorMetrics:
         )
         self.rows_applied = Gauge(
             "sluice_connector_rows_applied", "Changes applied since streaming began.", labels, registry=self.registry
+        )
+        self.wal_retained_bytes = Gauge(
+            "sluice_connector_wal_retained_bytes",
+            "WAL the connector's replication slot retains on the source (pg_current_wal_lsn() - restart_lsn).",
+            labels,
+            registry=self.registry,
+        )
+        self.wal_budget_bytes = Gauge(
+            "sluice_connector_wal_budget_bytes",
+            "The connector's WAL budget (spec.wal_budget, else the operator's default).",
+            labels,
+            registry=self.registry,
         )
         self.restarts = Gauge("sluice_connector_worker_restarts", "Worker restarts.", labels, registry=self.registry)
         self.ready = Gauge(
@@ -60,10 +78,18 @@ class OperatorMetrics:
             (self.rows_copied, "rows_copied"),
             (self.rows_applied, "rows_applied"),
             (self.restarts, "restarts"),
+            (self.wal_budget_bytes, "wal_budget_bytes"),
         ):
             value = status.get(field)
             if isinstance(value, int | float):
                 gauge.labels(*key).set(value)
+        retained = status.get("wal_retained_bytes")
+        if isinstance(retained, int | float):
+            self.wal_retained_bytes.labels(*key).set(retained)
+        else:
+            # No slot (dropped, lost, or not yet made): no sample rather than a stale one or a false 0.
+            with contextlib.suppress(KeyError):
+                self.wal_retained_bytes.remove(*key)
         ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
         self.ready.labels(*key).set(1 if ready.get("status") == "True" else 0)
         self.errors.labels(*key).set(1 if status.get("last_error") else 0)
@@ -77,6 +103,8 @@ class OperatorMetrics:
             self.rows_copied,
             self.rows_applied,
             self.restarts,
+            self.wal_retained_bytes,
+            self.wal_budget_bytes,
             self.ready,
             self.errors,
         ):

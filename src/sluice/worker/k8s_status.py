@@ -2,13 +2,16 @@
 
 The worker pod's ServiceAccount may ``patch`` exactly one object: ``connectors/status`` of its own Connector
 (``resourceNames`` in its Role, rendered by ``sluice.operator.builders.role``). Reports are merge patches of the
-fields the worker owns (``state``, ``status``, ``tables``, rows, lag, ``last_error``, ``worker``); conditions and
-``observedGeneration`` belong to the operator, which derives them from these fields on its timer.
+fields the worker owns (``sluice.status_owners.WORKER_FIELDS``: ``state``, ``status``, ``tables``, rows, position,
+lag, ``last_error``, ``worker`` with the run id it runs under); conditions, ``observedGeneration`` and the top-level
+``run_id`` belong to the operator, which derives them from these fields on its timer.
 
 ``report()`` is called from the replication loop and must never block it or raise: it only stores the latest
 snapshot; a background thread sends it, at most once per ``min_interval`` unless ``state``/``status`` changed (a
-transition is sent at once). If the apiserver is unreachable the latest snapshot is kept and sent when it is back —
-progress reporting never stalls replication.
+transition is sent at once). A report equal to the last one sent (the heartbeat ``worker_reported_at`` aside) is
+not sent again until ``heartbeat`` seconds have passed, so an idle worker costs the apiserver one patch per
+heartbeat instead of one per ``min_interval``. If the apiserver is unreachable the latest snapshot is kept and sent
+when it is back — progress reporting never stalls replication.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ __all__ = ["KubernetesStatusReporter", "TeeReporter", "status_patch", "with_kube
 log = logging.getLogger(__name__)
 
 _TABLE_PHASES = {"snapshot": "snapshotting", "copied": "snapshotted"}
+#: An unchanged report is sent again after this long: well inside the operator's STALE_REPORT_SECONDS (120).
+HEARTBEAT_SECONDS = 30.0
 
 
 def status_patch(status: WorkerStatus, *, pod: str | None = None, run_id: str | None = None) -> dict[str, Any]:
@@ -54,7 +59,6 @@ def status_patch(status: WorkerStatus, *, pod: str | None = None, run_id: str | 
     out: dict[str, Any] = {
         "state": status.state,
         "status": run,
-        "run_id": run_id or status.run_id,
         "tables": tables,
         "rows_copied": status.rows_copied,
         "rows_applied": status.rows_applied,
@@ -68,8 +72,7 @@ def status_patch(status: WorkerStatus, *, pod: str | None = None, run_id: str | 
     error = _error(status.last_error)
     if error is not None:
         out["last_error"] = error
-    if pod:
-        out["worker"] = {"pod": pod}
+    out["worker"] = {"run_id": run_id or status.run_id, **({"pod": pod} if pod else {})}
     return out
 
 
@@ -96,12 +99,17 @@ class KubernetesStatusReporter:
         *,
         client: JsonClient | None = None,
         min_interval: float = 2.0,
+        heartbeat: float = HEARTBEAT_SECONDS,
         pod: str | None = None,
     ) -> None:
         self.namespace = namespace
         self.name = name
         self._client = client
         self._min_interval = min_interval
+        self._heartbeat = heartbeat
+        self._last_body: dict[str, Any] | None = None  # the last patch sent, heartbeat aside
+        #: reports not sent because nothing but the heartbeat changed (tests and debugging)
+        self.skipped = 0
         self._pod = pod or os.environ.get("SLUICE_POD_NAME")
         # The operator names the run (pod template annotation + env), so status and REST agree on it.
         self._run_id = os.environ.get("SLUICE_RUN_ID") or None
@@ -154,8 +162,17 @@ class KubernetesStatusReporter:
                 patch, seq, urgent = self._pending, self._seq, self._urgent
             stopping = self._stopped.is_set()
             due = urgent or stopping or time.monotonic() - last_sent >= self._min_interval
-            if patch is not None and due and self._send(patch):
+            body = _without_heartbeat(patch) if patch is not None else None
+            if body is not None and body == self._last_body and time.monotonic() - last_sent < self._heartbeat:
+                # Nothing new: the stored status already says all of it.
+                self.skipped += 1
+                with self._lock:
+                    if self._seq == seq:
+                        self._pending = None
+                        self._urgent = False
+            elif patch is not None and due and self._send(patch):
                 last_sent = time.monotonic()
+                self._last_body = body
                 with self._lock:
                     if self._seq == seq:  # nothing newer arrived while sending
                         self._pending = None
@@ -177,6 +194,10 @@ class KubernetesStatusReporter:
         except Exception as exc:  # never into the engine: progress reporting must not stop replication
             log.warning("cannot write status of connector %s/%s: %s", self.namespace, self.name, exc)
             return False
+
+
+def _without_heartbeat(patch: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in patch.items() if k != "worker_reported_at"}
 
 
 class TeeReporter:
