@@ -11,7 +11,10 @@ Rules, as in the kubelet unless noted:
   that doubles from ``backoff_base`` to ``backoff_max`` (reason ``CrashLoopBackOff`` while waiting) and resets once
   a container ran for ``backoff_reset`` seconds;
 - termination sends SIGTERM to each container's process group, then SIGKILL when the grace period is over;
-- a container is Ready while it runs (probes are not run: a development simplification, documented);
+- probes run as the kubelet runs them (:mod:`sluice.devstack.probes`): a container is started once its startup
+  probe passed and Ready once its readiness probe passed (while running, without probes); a failed liveness or
+  startup probe kills the container — SIGTERM, then SIGKILL after the probe's ``terminationGracePeriodSeconds``
+  (else the pod's) — and the restart policy and back-off take over, the restart counted as usual;
 - a container with ``readOnlyRootFilesystem`` runs under bubblewrap (:mod:`sluice.devstack.sandbox`): only its
   volumes are writable. Signals then go to the sandboxed command's own process group (``ContainerProc.pgid``),
   and its exit code comes back through ``bwrap``.
@@ -31,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sluice.devstack.probes import ContainerProbes, PortMap
 from sluice.devstack.sandbox import Sandbox, read_child_pid
 
 __all__ = ["ContainerProc", "PodRunner", "rfc3339"]
@@ -67,10 +71,28 @@ class ContainerProc:
     backoff: float = 0.0
     done: bool = False  # exited and will not be restarted
     kill_sent: bool = False
+    #: the probes of the running incarnation (None: the container declares none, or it does not run)
+    probes: ContainerProbes | None = None
+    #: environment and working directory of the running incarnation, for ``exec`` probes
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    #: a failed liveness/startup probe is killing this incarnation: SIGKILL at this time, and why
+    probe_kill_at: float | None = None
+    probe_kill_message: str = ""
 
     @property
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
+
+    @property
+    def started(self) -> bool:
+        """Running, and past its startup probe if it has one."""
+        return self.running and (self.probes is None or self.probes.started)
+
+    @property
+    def ready(self) -> bool:
+        """Running, and its readiness probe (after the startup probe) passed, if it has them."""
+        return self.running and (self.probes is None or self.probes.ready)
 
     def signal_group(self, sig: signal.Signals) -> None:
         if self.popen is None or self.popen.poll() is not None:
@@ -97,8 +119,8 @@ class ContainerProc:
             "name": self.name,
             "image": self.image,
             "imageID": "",
-            "ready": self.running,
-            "started": self.running,
+            "ready": self.ready,
+            "started": self.started,
             "restartCount": self.restart_count,
             "state": state,
             "lastState": last_state,
@@ -125,6 +147,10 @@ class PodRunner:
     terminating_since: float | None = None
     kill_deadline: float | None = None
     config_error: str = ""
+    #: the pod's ``terminationGracePeriodSeconds``: what a probe kill waits before SIGKILL unless the probe says
+    termination_grace: float = 30.0
+    #: declared container ports -> host ports of this pod (see :class:`~sluice.devstack.probes.PortMap`)
+    ports: PortMap = field(default_factory=PortMap)
 
     # --- process control ----------------------------------------------------------------------------------
 
@@ -138,6 +164,10 @@ class PodRunner:
         """
         proc.log_path.parent.mkdir(parents=True, exist_ok=True)
         proc.pgid = None
+        proc.probes = None
+        proc.kill_sent = False
+        proc.probe_kill_at = None
+        proc.probe_kill_message = ""
         with proc.log_path.open("ab") as logf:
             sandboxed = " in a read-only-root sandbox" if sandbox is not None else ""
             logf.write(f"--- {rfc3339()} starting {argv!r}{sandboxed} (restart {proc.restart_count})\n".encode())
@@ -209,11 +239,15 @@ class PodRunner:
             code = 128 - code
         now = time.time()
         started = proc.started_at or now
-        self._record_exit(proc, code, "Completed" if code == 0 else "Error", started, now)
+        reason = "Completed" if code == 0 else "Error"
+        self._record_exit(proc, code, reason, started, now, message=proc.probe_kill_message)
         with proc.log_path.open("ab") as logf:
             logf.write(f"--- {rfc3339(now)} exited with code {code}\n".encode())
         proc.popen = None
         proc.started_at = None
+        proc.probes = None
+        proc.probe_kill_at = None
+        proc.probe_kill_message = ""
         restart = self.terminating_since is None and (
             (restart_policy == "Always" and not proc.init) or (restart_policy in ("Always", "OnFailure") and code != 0)
         )
@@ -235,6 +269,29 @@ class PodRunner:
             code,
             proc.backoff,
         )
+
+    def enforce_probes(self, now: float) -> None:
+        """Kill a container whose liveness or startup probe failed: SIGTERM now, SIGKILL once its grace is over
+        (a stopped or wedged process ignores SIGTERM). The exit is then reaped like any other."""
+        if self.terminating_since is not None:
+            return  # the pod's own termination is in charge
+        for proc in self.containers:
+            if not proc.running or proc.probes is None:
+                continue
+            if proc.probe_kill_at is None:
+                verdict = proc.probes.kill_reason()
+                if verdict is None:
+                    continue
+                message, grace = verdict
+                proc.probe_kill_message = f"{message}, container will be restarted"
+                proc.probe_kill_at = now + (self.termination_grace if grace is None else grace)
+                log.warning("pod %s/%s container %s: %s", self.namespace, self.name, proc.name, message)
+                with proc.log_path.open("ab") as logf:
+                    logf.write(f"--- {rfc3339(now)} killing: {message}\n".encode())
+                proc.signal_group(signal.SIGTERM)
+            elif now >= proc.probe_kill_at and not proc.kill_sent:
+                proc.signal_group(signal.SIGKILL)
+                proc.kill_sent = True
 
     def all_procs(self) -> list[ContainerProc]:
         return self.init_containers + self.containers
@@ -287,7 +344,7 @@ class PodRunner:
     def status(self) -> JsonObj:
         now = rfc3339()
         inits_done = all(p.done and (p.last_exit or {}).get("exitCode") == 0 for p in self.init_containers)
-        ready = bool(self.containers) and all(p.running for p in self.containers) and self.terminating_since is None
+        ready = bool(self.containers) and all(p.ready for p in self.containers) and self.terminating_since is None
 
         def cond(ctype: str, ok: bool, reason: str = "") -> JsonObj:
             c: JsonObj = {"type": ctype, "status": "True" if ok else "False", "lastTransitionTime": now}

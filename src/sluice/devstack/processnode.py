@@ -22,14 +22,23 @@ What it does:
 - gives each pod whose ServiceAccount token is automounted a kubeconfig (``$KUBECONFIG``) holding a real
   TokenRequest token for that ServiceAccount, so RBAC applies to the pod exactly as in a cluster;
 - honours ``restartPolicy`` with a doubling back-off, and the termination grace period (SIGTERM, then SIGKILL);
+- runs startup, liveness and readiness probes (``httpGet``, ``tcpSocket``, ``exec``) with their delays, periods,
+  timeouts and thresholds, as a kubelet (:mod:`sluice.devstack.probes`): readiness drives the container's
+  ``ready`` and the pod's Ready condition, a failed liveness or startup probe kills and restarts the container;
+- gives each declared ``containerPort`` a free host port of its own per pod, since every pod shares the host's
+  network: an env value or argument naming the port (the number alone, or ending in ``:<port>`` or
+  ``=<port>``) is rewritten to the host port, as mount paths are, and probes go to the host port. So two workers
+  that both declare 9102 and read ``SLUICE_METRICS_PORT=9102`` listen on two different ports here;
 - reports phase, conditions (PodScheduled, Initialized, ContainersReady, Ready), container states and restart
   counts; keeps one log file per container (``<workdir>/pods/<ns>_<pod>_<uid>/<container>.log``);
 - on deletion kills the processes and removes the pod (``gracePeriodSeconds: 0``), like a kubelet, so
   StatefulSet and Job controllers see the pod gone and may create its successor.
 
-What it does not do: networking (every pod shares the host's network; ports can collide), resource limits
-(nor an emptyDir's ``sizeLimit``), ``runAsUser``/``runAsNonRoot`` (processes run as the node's user), probes
-(a running container counts as ready), image pulls, ``kubectl logs``/``exec`` (read the log file instead).
+What it does not do: networking beyond the port mapping (every pod shares the host's network and reports
+``127.0.0.1`` as its IP, so a Service or a peer that dials a pod's declared port does not reach it; a port the
+container takes from elsewhere than env or args is not mapped, and ``hostPort`` is ignored), resource limits (nor an
+emptyDir's ``sizeLimit``), ``runAsUser``/``runAsNonRoot`` (processes run as the node's user), ``grpc`` probes
+(counted as passed), image pulls, ``kubectl logs``/``exec`` (read the log file instead).
 
 Run it alone: ``python -m sluice.devstack.processnode --kubeconfig .sluice/kubeconfig --workdir .sluice/node``.
 """
@@ -40,11 +49,14 @@ import argparse
 import base64
 import logging
 import os
+import queue
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +65,7 @@ import yaml
 
 from sluice.devstack.podenv import EnvError, expand, resolve_env
 from sluice.devstack.podrunner import ContainerProc, PodRunner, rfc3339
+from sluice.devstack.probes import ContainerProbes, PortMap, ProbeTracker, run_probe
 from sluice.devstack.sandbox import Sandbox, SandboxUnavailableError, find_bwrap, in_ci, read_only_root, volume_binds
 from sluice.k8s.jsonclient import JsonClient, KubeError, api_path
 
@@ -104,6 +117,11 @@ class ProcessNode:
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self._node_uid = ""
+        # Probes wait up to their timeout: they run here, and their results go back to the pods loop.
+        self._probe_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="processnode-probe")
+        self._probe_results: queue.SimpleQueue[tuple[str, ProbeTracker, bool, str]] = queue.SimpleQueue()
+        #: host ports given to live pods: a port is free again only once its pod is gone, never handed out twice
+        self._host_ports: set[int] = set()
         # Pods read the node's view of the cluster (server, CA) from the kubeconfig we were given.
         self._cluster = self._cluster_from_kubeconfig()
 
@@ -133,6 +151,7 @@ class ProcessNode:
         for runner in list(self._runners.values()):
             runner.kill_now()
         self._runners.clear()
+        self._probe_pool.shutdown(wait=False, cancel_futures=True)
         if delete_node:
             try:
                 self.client.delete(api_path("nodes", name=self.name))
@@ -148,6 +167,24 @@ class ProcessNode:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _runner(self, namespace: str, pod: str) -> PodRunner | None:
+        return next((r for r in list(self._runners.values()) if (r.namespace, r.name) == (namespace, pod)), None)
+
+    def host_port(self, namespace: str, pod: str, container_port: int) -> int | None:
+        """The host port given to a running pod's declared ``container_port`` (None: no such pod or port here)."""
+        runner = self._runner(namespace, pod)
+        return None if runner is None else runner.ports.ports.get(container_port)
+
+    def signal_container(self, namespace: str, pod: str, container: str, sig: signal.Signals) -> bool:
+        """Send ``sig`` to a running container's process group (tests freeze a process with SIGSTOP); False when
+        it does not run here."""
+        runner = self._runner(namespace, pod)
+        proc = next((p for p in runner.containers if p.name == container), None) if runner else None
+        if proc is None or not proc.running:
+            return False
+        proc.signal_group(sig)
+        return True
 
     def log_path(self, namespace: str, pod: str, container: str) -> Path | None:
         """The log file of a container of a pod currently (or last) run here."""
@@ -286,6 +323,7 @@ class ProcessNode:
                 log.exception("process node reconcile failed")
 
     def reconcile_once(self) -> None:
+        self._collect_probe_results()
         pods = self.client.list(api_path("pods"), fieldSelector=f"spec.nodeName={self.name}")
         seen: set[str] = set()
         for pod in pods:
@@ -297,9 +335,10 @@ class ProcessNode:
                 log.exception("pod %s/%s failed to reconcile", pod["metadata"]["namespace"], pod["metadata"]["name"])
         for uid in list(self._runners):
             if uid not in seen:  # force-deleted: nobody waits for us, stop at once
-                runner = self._runners.pop(uid)
+                runner = self._runners[uid]
                 log.info("pod %s/%s is gone; killing its processes", runner.namespace, runner.name)
                 runner.kill_now()
+                self._forget(uid)
                 self._reported.pop(uid, None)
 
     def _reconcile_pod(self, pod: JsonObj) -> None:
@@ -327,7 +366,7 @@ class ProcessNode:
                 log.info("pod %s/%s terminated; removing it", runner.namespace, runner.name)
                 self._report(pod, runner)
                 self.client.delete(api_path("pods", meta["namespace"], meta["name"]), grace_period_seconds=0, uid=uid)
-                self._runners.pop(uid, None)
+                self._forget(uid)
                 self._reported.pop(uid, None)
             return
 
@@ -345,7 +384,13 @@ class ProcessNode:
             pod_dir=pod_dir,
             backoff_base=self.backoff_base,
             backoff_max=self.backoff_max,
+            termination_grace=float(pod["spec"].get("terminationGracePeriodSeconds", 30)),
+            ports=PortMap.allocate(
+                (pod["spec"].get("initContainers") or []) + pod["spec"]["containers"], self._free_host_port
+            ),
         )
+        if runner.ports.ports:
+            log.info("pod %s/%s: container ports on this host: %s", runner.namespace, runner.name, runner.ports.ports)
         # Carry restart counts over a node restart, as the kubelet does from its checkpoints.
         previous = {c["name"]: c.get("restartCount", 0) for c in (pod.get("status") or {}).get("containerStatuses", [])}
         for spec in pod["spec"].get("initContainers") or []:
@@ -372,9 +417,55 @@ class ProcessNode:
             if time.time() >= proc.next_start_at:
                 self._start(pod, runner, proc, specs[proc.name])
             return
+        now = time.time()
+        runner.enforce_probes(now)
         for proc in runner.containers:
+            if proc.running and proc.probes is not None and proc.probe_kill_at is None:
+                for tracker in proc.probes.due(now):
+                    self._submit_probe(runner, proc, tracker, now)
             if not proc.done and not proc.running and time.time() >= proc.next_start_at:
                 self._start(pod, runner, proc, specs[proc.name])
+
+    def _free_host_port(self) -> int:
+        """A port the OS calls free that no live pod of ours was given (it may not listen on it yet)."""
+        while True:
+            with socket.socket() as s:
+                s.bind(("", 0))
+                port = int(s.getsockname()[1])
+            if port not in self._host_ports:
+                self._host_ports.add(port)
+                return port
+
+    def _forget(self, uid: str) -> None:
+        """A pod's runner is gone: its host ports may be handed out again."""
+        runner = self._runners.pop(uid, None)
+        if runner is not None:
+            self._host_ports.difference_update(runner.ports.ports.values())
+
+    def _submit_probe(self, runner: PodRunner, proc: ContainerProc, tracker: ProbeTracker, now: float) -> None:
+        tracker.begin(now)
+        future = self._probe_pool.submit(run_probe, tracker.spec, runner.ports, env=proc.env, cwd=proc.cwd)
+        who = f"pod {runner.namespace}/{runner.name} container {proc.name}"
+
+        def done(f: Future[tuple[bool, str]]) -> None:
+            ok, message = f.result() if not f.cancelled() else (False, "cancelled")
+            self._probe_results.put((who, tracker, ok, message))
+            self._wake.set()
+
+        future.add_done_callback(done)
+
+    def _collect_probe_results(self) -> None:
+        """Apply finished probes in the pods loop (the only thread that changes a runner)."""
+        while True:
+            try:
+                who, tracker, ok, message = self._probe_results.get_nowait()
+            except queue.Empty:
+                return
+            before = tracker.result
+            tracker.record(ok, message)
+            if tracker.result is not before and tracker.result is not None:
+                verdict = "passed" if tracker.result else "failed"
+                log.info("%s: %s %s: %s", who, tracker.spec.kind, verdict, message)
 
     def _start(self, pod: JsonObj, runner: PodRunner, proc: ContainerProc, spec: JsonObj) -> None:
         try:
@@ -393,8 +484,9 @@ class ProcessNode:
                 text = text.replace(mount_path, str(local))
             return text
 
-        env = {k: rewrite(v) for k, v in env.items()}
-        argv = [rewrite(expand(a, env)) for a in (spec.get("command") or []) + (spec.get("args") or [])]
+        ports = runner.ports
+        env = {k: ports.rewrite(rewrite(v)) for k, v in env.items()}
+        argv = [ports.rewrite(rewrite(expand(a, env))) for a in (spec.get("command") or []) + (spec.get("args") or [])]
         if not argv:
             runner.config_error = "container has no command: the process node ignores images and needs one"
             proc.waiting_reason = "CreateContainerConfigError"
@@ -420,6 +512,10 @@ class ProcessNode:
         cwd = Path(rewrite(spec["workingDir"])) if spec.get("workingDir") else runner.pod_dir
         cwd.mkdir(parents=True, exist_ok=True)
         runner.launch(proc, argv, full_env, cwd, sandbox)
+        if proc.popen is not None and proc.started_at is not None:
+            proc.env, proc.cwd = full_env, cwd
+            if any(spec.get(kind) for kind in ("startupProbe", "livenessProbe", "readinessProbe")):
+                proc.probes = ContainerProbes.from_spec(spec, proc.started_at)
 
     def _base_env(self, pod: JsonObj, runner: PodRunner, *, sandboxed: bool = False) -> dict[str, str]:
         """PATH (the virtualenv first), HOME, LANG, HOSTNAME, KUBECONFIG; TMPDIR only without a sandbox.
