@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 from sluice.k8s.jsonclient import JsonClient
+from sluice.models.quantity import parse_byte_quantity
 from sluice.operator.builders import SPILL_SIZE_LIMIT, WorkerSettings
 
 __all__ = ["add_arguments", "run"]
@@ -33,6 +34,13 @@ def _quantity(text: str) -> str:
     if not _QUANTITY.match(text):
         raise argparse.ArgumentTypeError(f"not a Kubernetes quantity: {text!r} (e.g. 10Gi, 500M)")
     return text
+
+
+def _byte_quantity(text: str) -> int:
+    try:
+        return parse_byte_quantity(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--refresh-seconds", type=float, default=10.0, help="status refresh interval")
     parser.add_argument("--lag-threshold-bytes", type=int, default=1 << 30, help="SlotLagHigh threshold")
+    parser.add_argument(
+        "--wal-budget",
+        type=_byte_quantity,
+        default=None,
+        help="WAL a stopped or lagging connector's slot may retain before SlotAtRisk, for connectors without "
+        "spec.wal_budget (a quantity such as 10Gi; default: --lag-threshold-bytes)",
+    )
     parser.add_argument("--no-leader-election", action="store_true", help="act at once (single replica only)")
     parser.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "sluice-system"))
     parser.add_argument("--lease-name", default="sluice-operator")
@@ -81,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         refresh_seconds=args.refresh_seconds,
         lag_threshold_bytes=args.lag_threshold_bytes,
+        wal_budget_bytes=args.wal_budget,
     )
     metrics = OperatorMetrics()
     if args.metrics_port:

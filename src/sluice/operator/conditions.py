@@ -14,6 +14,15 @@ Condition rules (each message says what to do):
 - Degraded: the worker is retrying, crash-looping, reported an error, or crashed in the last 10 minutes.
 - SlotLagHigh: the slot is more than ``lag_threshold_bytes`` behind: WAL piles up on the source.
 - WalRetained (only while disabled): the slot is kept and holds WAL on the source.
+- SlotAtRisk (PostgreSQL sources): the WAL the slot retains (``status.wal_retained_bytes``, which the operator
+  measures itself) is past the connector's budget (``spec.wal_budget``, else the operator's ``--wal-budget``) while
+  nothing drains it: the connector is stopped (disabled, between scheduled runs, no worker allowed) or lagging (the
+  worker is not Ready, or reports more lag than the budget). A streaming worker within budget drains the slot, so
+  retention it cannot release on its own (a long transaction on the source) is not reported as a risk. Also True,
+  whatever the budget, when the source itself says the slot's WAL is past ``max_slot_wal_keep_size``
+  (``wal_status`` unreserved) or already removed (lost): then the fix is different. It complements the other two:
+  WalRetained says a slot is kept on purpose, SlotLagHigh compares the sink's lag with the operator-wide threshold
+  (and feeds Ready), SlotAtRisk compares the source's retained WAL with a per-connector budget (and feeds alerts).
 - A referenced Secret without the label ``sluice.dev/usable-by-connectors: "true"`` (`sluice.models.secret_access`):
   Ready False with reason ``SecretNotAllowed`` and the fix; no worker runs.
 - CredentialsInline (only when the spec holds a credential inline): True with the fields and the ``*_secret_ref``
@@ -31,8 +40,9 @@ from typing import Any
 
 from sluice.kinds import REASON, unavailable_kinds
 from sluice.models import secret_access
+from sluice.models.quantity import parse_byte_quantity
 
-__all__ = ["Observed", "SlotInfo", "derive_status", "human_bytes", "parse_time"]
+__all__ = ["Observed", "SlotInfo", "derive_status", "human_bytes", "parse_time", "source_kind", "wal_budget_bytes"]
 
 JsonObj = dict[str, Any]
 
@@ -49,7 +59,12 @@ class SlotInfo:
     exists: bool | None = None
     active: bool | None = None
     lag_bytes: int | None = None
+    """WAL the slot retains: ``pg_current_wal_lsn() - restart_lsn`` (None for a lost slot)."""
     error: str | None = None
+    wal_status: str | None = None
+    """``pg_replication_slots.wal_status``: reserved, extended, unreserved or lost."""
+    safe_wal_bytes: int | None = None
+    """``safe_wal_size``: WAL that may still be written before the slot is at risk of being lost (None: no limit)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,8 @@ class Observed:
     slot: SlotInfo | None = None
     next_run: datetime | None = None
     lag_threshold_bytes: int = 1 << 30
+    default_wal_budget_bytes: int | None = None
+    """The operator's WAL budget for connectors without ``spec.wal_budget`` (None: ``lag_threshold_bytes``)."""
     secrets_not_allowed: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """Referenced Secrets without the label that marks them for connectors: (name, referencing fields)."""
 
@@ -85,6 +102,23 @@ def human_bytes(n: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{n} B"
+
+
+def wal_budget_bytes(spec: JsonObj, default: int) -> int:
+    """The budget in effect: ``spec.wal_budget`` (a Kubernetes quantity), else ``default``. A value the CRD and the
+    API would refuse (stored under an older CRD) falls back to ``default`` rather than failing every pass."""
+    text = spec.get("wal_budget")
+    if isinstance(text, str):
+        try:
+            return parse_byte_quantity(text)
+        except ValueError:
+            pass
+    return default
+
+
+def source_kind(spec: JsonObj) -> str | None:
+    """The key set under ``spec.source`` (``postgres``, ``mysql``...), None when not exactly one."""
+    return _kind(spec, "source")
 
 
 def _kind(spec: JsonObj, part: str) -> str | None:
@@ -157,6 +191,11 @@ def derive_status(obs: Observed) -> JsonObj:
 
     conds: list[tuple[str, bool, str, str]] = []  # (type, status, reason, message)
     slot_name = obs.slot.name if obs.slot else "the connector's slot"
+    budget = wal_budget_bytes(
+        spec, obs.default_wal_budget_bytes if obs.default_wal_budget_bytes is not None else obs.lag_threshold_bytes
+    )
+    #: Whether a worker drains the slot within budget; set by the branch below that knows (None: no worker runs).
+    draining: bool | None = None
 
     refused = unavailable_kinds(spec)
     if refused:
@@ -296,6 +335,8 @@ def derive_status(obs: Observed) -> JsonObj:
                 f"{human_bytes(obs.lag_threshold_bytes)}); see the SlotLagHigh condition."
             )
         ready = reason == ""
+        worker_lag = current.get("lag_bytes")
+        draining = ready and not (isinstance(worker_lag, int) and worker_lag > budget)
         if ready:
             reason = "Streaming" if worker_state == "realtime" else "Snapshotting"
             message = "Replicating." + (f" Lag: {human_bytes(lag_bytes)}." if isinstance(lag_bytes, int) else "")
@@ -345,6 +386,11 @@ def derive_status(obs: Observed) -> JsonObj:
     )
     if spec.get("disabled") and isinstance(lag_bytes, int):
         out["lag_bytes"] = lag_bytes
+    if source_kind(spec) == "postgres":
+        out["wal_budget_bytes"] = budget
+        if obs.slot is not None and obs.slot.error is None:
+            out["wal_retained_bytes"] = obs.slot.lag_bytes if obs.slot.exists else None
+        conds.append(_slot_at_risk(obs.slot, slot_name, budget, draining, current.get("wal_retained_bytes")))
     inline = secret_access.inline_credentials(spec)
     if inline:
         conds.append(
@@ -370,3 +416,63 @@ def derive_status(obs: Observed) -> JsonObj:
         )
     out["conditions"] = conditions
     return out
+
+
+def _slot_at_risk(
+    slot: SlotInfo | None, slot_name: str, budget: int, draining: bool | None, last_retained: Any
+) -> tuple[str, bool, str, str]:
+    """The SlotAtRisk condition (see the module docstring). ``draining``: a Ready worker within budget (True), a
+    worker that is not (False), no worker (None). ``last_retained``: the previous measurement, used while this pass
+    has none (the slot is looked at on a slower timer than the status)."""
+    fix_stopped = (
+        "Resume the connector (spec.disabled: false) so it drains the slot, raise spec.wal_budget if the source has "
+        "the disk for it, or delete the connector to drop the slot."
+    )
+    if slot is not None and slot.error is not None:
+        return ("SlotAtRisk", False, "RetentionUnknown", f"Cannot look at replication slot {slot_name}: {slot.error}")
+    if slot is not None and slot.exists is False:
+        return ("SlotAtRisk", False, "NoSlot", f"No replication slot {slot_name} exists on the source.")
+    if slot is not None and slot.wal_status == "lost":
+        return (
+            "SlotAtRisk",
+            True,
+            "SlotLost",
+            f"The source removed WAL that replication slot {slot_name} still needed (wal_status lost: it exceeded "
+            "the source's max_slot_wal_keep_size); the connector cannot resume from it. Fix: send the ReIntialize "
+            "command to drop the slot and snapshot again, and raise max_slot_wal_keep_size or resume sooner.",
+        )
+    retained = slot.lag_bytes if slot is not None else last_retained
+    if not isinstance(retained, int):
+        return ("SlotAtRisk", False, "RetentionUnknown", f"Replication slot {slot_name} has not been measured yet.")
+    if slot is not None and slot.wal_status == "unreserved":
+        return (
+            "SlotAtRisk",
+            True,
+            "WalUnreserved",
+            f"Replication slot {slot_name} retains {human_bytes(retained)}, past the source's "
+            "max_slot_wal_keep_size: the next checkpoint removes WAL it needs and the slot is lost. Fix: resume the "
+            "connector now, or raise max_slot_wal_keep_size on the source.",
+        )
+    within = f"Replication slot {slot_name} retains {human_bytes(retained)} of WAL (budget {human_bytes(budget)})"
+    if retained <= budget:
+        return ("SlotAtRisk", False, "WithinBudget", within + ".")
+    if draining:
+        return ("SlotAtRisk", False, "Draining", within + "; the worker streams within budget and drains it.")
+    safe = (
+        f" The source may still write {human_bytes(slot.safe_wal_bytes)} before it removes WAL the slot needs."
+        if slot is not None and isinstance(slot.safe_wal_bytes, int)
+        else ""
+    )
+    why = "the connector is stopped" if draining is None else "the worker is not draining it"
+    fix = (
+        fix_stopped
+        if draining is None
+        else "See the Ready condition for why the worker lags and fix that, raise spec.wal_budget if the source "
+        "has the disk for it, or delete the connector to drop the slot."
+    )
+    return (
+        "SlotAtRisk",
+        True,
+        "WalBudgetExceeded",
+        f"{within}, and {why}: the source keeps this WAL on its disk until the slot advances.{safe} Fix: {fix}",
+    )

@@ -2,9 +2,10 @@
 
 The operator runs no SQL of its own: it resolves the Connector's secrets, builds the same
 :class:`~sluice.worker.sources.base.Source` and :class:`~sluice.worker.sinks.base.Sink` the worker would
-(:mod:`sluice.worker.registry`), and asks them: how much log the slot retains (:meth:`Source.retained`, for a
-disabled connector's status); in the delete finalizer and for ReIntialize, to drop what Sluice created
-(:meth:`Source.cleanup`: the slot, and the publication only when Sluice created it — a user-provided
+(:mod:`sluice.worker.registry`), and asks them: how much log the slot retains (:meth:`Source.retained`, for the
+status and the SlotAtRisk condition: every 30 s while the connector is stopped, every 60 s while it runs — one short
+connection and one row of ``pg_replication_slots``); in the delete finalizer and for ReIntialize, to drop what
+Sluice created (:meth:`Source.cleanup`: the slot, and the publication only when Sluice created it — a user-provided
 ``publication_name`` is left alone); and for ReIntialize, to forget the progress kept in the sink
 (:meth:`Sink.reset`).
 
@@ -80,7 +81,8 @@ def _source(client: JsonClient, cr: JsonObj) -> Source | None:
 
 
 def slot_info(client: JsonClient, cr: JsonObj) -> SlotInfo:
-    """What the connector's slot retains (``pg_current_wal_lsn() - restart_lsn``), never raising."""
+    """What the connector's slot retains (``pg_current_wal_lsn() - restart_lsn``, its ``wal_status`` and
+    ``safe_wal_size``), never raising."""
     name = slot_name(cr)
     try:
         source = _source(client, cr)
@@ -97,7 +99,12 @@ def slot_info(client: JsonClient, cr: JsonObj) -> SlotInfo:
     if not retained.exists:
         return SlotInfo(name=retained.name, exists=False)
     return SlotInfo(
-        name=retained.name, exists=True, active=retained.active, lag_bytes=int(retained.retained_bytes or 0)
+        name=retained.name,
+        exists=True,
+        active=retained.active,
+        lag_bytes=retained.retained_bytes,
+        wal_status=retained.wal_status,
+        safe_wal_bytes=retained.safe_wal_bytes,
     )
 
 

@@ -62,6 +62,11 @@ class RetainedLog:
     active: bool = False
     retained_bytes: int | None = None
     error: str | None = None
+    wal_status: str | None = None
+    """PostgreSQL's ``pg_replication_slots.wal_status``: reserved/extended (safe), unreserved (WAL past
+    ``max_slot_wal_keep_size``: removed at the next checkpoint), lost (removed: the slot cannot resume)."""
+    safe_wal_bytes: int | None = None
+    """WAL that can still be written before the slot is in danger of being lost (None: no limit is set)."""
 
 
 class SnapshotSession(ABC):

@@ -393,18 +393,27 @@ class PostgresSource(Source):
         return backfill_rows(self.conn, t.namespace, t.name, list(table.key), columns, batch_rows)
 
     def retained(self) -> RetainedLog:
+        # restart_lsn, not confirmed_flush_lsn: the server keeps WAL from restart_lsn on (the start of the oldest
+        # transaction the decoder may still need), which is what fills its disk. A lost slot has no restart_lsn.
         try:
             rows = self._sql(
-                "SELECT active, (pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_replication_slots "
-                "WHERE slot_name = %s",
+                "SELECT active, (pg_current_wal_lsn() - restart_lsn)::bigint, wal_status, safe_wal_size "
+                "FROM pg_replication_slots WHERE slot_name = %s",
                 (self.slot_name,),
             )
         except SluiceError as exc:
             return RetainedLog(self.slot_name, error=exc.message)
         if not rows:
             return RetainedLog(self.slot_name, exists=False)
-        active, retained = rows[0]
-        return RetainedLog(self.slot_name, exists=True, active=bool(active), retained_bytes=int(retained or 0))
+        active, retained, wal_status, safe = rows[0]
+        return RetainedLog(
+            self.slot_name,
+            exists=True,
+            active=bool(active),
+            retained_bytes=None if retained is None else int(retained),
+            wal_status=wal_status,
+            safe_wal_bytes=None if safe is None else int(safe),
+        )
 
     def cleanup(self, *, force: bool = False, timeout: float = 30.0) -> list[str]:
         """Drop the slot and (unless the user named one) Sluice's publication; returns what was dropped.
