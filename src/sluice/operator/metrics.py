@@ -26,6 +26,12 @@ class OperatorMetrics:
         self.reconcile_seconds = Histogram(
             "sluice_operator_reconcile_seconds", "Duration of one reconcile pass.", registry=self.registry
         )
+        self.writes = Counter(
+            "sluice_operator_writes",
+            "Writes a reconcile pass sent (written) or found needless (skipped): status, or a child by plural.",
+            ["what", "outcome"],
+            registry=self.registry,
+        )
         self.lag_bytes = Gauge(
             "sluice_connector_lag_bytes", "WAL bytes the sink is behind.", labels, registry=self.registry
         )

@@ -7,10 +7,17 @@ call it in any order; a per-object lock keeps two passes for the same Connector 
 
 Run ids: the current run id lives in the StatefulSet's pod template (``sluice.dev/run-id``). A new run (Restart,
 ReIntialize, each scheduled tick) gets a new id, which changes the template and so replaces the pod.
+
+Reads and writes per pass: the Connector is read fresh (one GET); its children come from the watch cache
+(``children.IndexView`` under kopf, ``children.ApiView`` — GETs — otherwise) and are written only when the built
+object says something the stored one does not (:func:`_covers`). The status patch holds only fields the operator
+owns (``sluice.status_owners``) and is sent only when it changes the stored status; both skips are counted in the
+operator's metrics (``sluice_operator_writes_total``).
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
@@ -25,9 +32,11 @@ from sluice.kinds import unavailable_kinds
 from sluice.models import secret_access
 from sluice.models.resource import API_VERSION, KIND
 from sluice.operator import builders, conditions, naming, sourcedb
+from sluice.operator.children import ApiView, ChildView, WriteMemo
 from sluice.operator.history import next_history
 from sluice.operator.metrics import OperatorMetrics
 from sluice.operator.schedule import next_run
+from sluice.status_owners import changes, operator_violations
 
 __all__ = ["OperatorSettings", "Reconciler", "declarative_command_message"]
 
@@ -73,6 +82,8 @@ class Reconciler:
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._slot_cache: dict[tuple[str, str], tuple[float, conditions.SlotInfo, bool]] = {}
+        #: children this operator wrote, until the watch cache has them (see ``children``)
+        self.memo = WriteMemo()
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
         with self._locks_guard:
@@ -80,12 +91,13 @@ class Reconciler:
 
     # --- entry points ---------------------------------------------------------------------------------------
 
-    def reconcile(self, namespace: str, name: str) -> None:
+    def reconcile(self, namespace: str, name: str, view: ChildView | None = None) -> None:
+        """One pass; ``view`` is where children are read (default: GETs, see ``children``)."""
         started = time.monotonic()
         outcome = "ok"
         try:
             with self._lock(namespace, name):
-                self._reconcile(namespace, name)
+                self._reconcile(namespace, name, view or ApiView(self.client))
         except Exception:
             outcome = "error"
             raise
@@ -98,17 +110,26 @@ class Reconciler:
         with self._locks_guard:
             self._locks.pop((namespace, name), None)
         self._slot_cache.pop((namespace, name), None)
+        self.memo.forget(
+            namespace,
+            (
+                naming.statefulset_name(name),
+                naming.worker_pod_name(name),
+                naming.config_secret_name(name),
+                naming.service_account_name(name),
+                naming.role_name(name),
+            ),
+        )
         if self.metrics is not None:
             self.metrics.forget(namespace, name)
 
     # --- the pass -------------------------------------------------------------------------------------------
 
-    def _reconcile(self, namespace: str, name: str) -> None:
+    def _reconcile(self, namespace: str, name: str, view: ChildView) -> None:
         cr = self.client.get_or_none(api_path("connectors", namespace, name))
         if cr is None or cr["metadata"].get("deletionTimestamp"):
             return
-        sts_path = api_path("statefulsets", namespace, naming.statefulset_name(name))
-        sts = self.client.get_or_none(sts_path)
+        sts = view.get("statefulsets", namespace, naming.statefulset_name(name))
         template_ann = ((sts or {}).get("spec", {}).get("template", {}).get("metadata", {}) or {}).get(
             "annotations"
         ) or {}
@@ -134,20 +155,20 @@ class Reconciler:
         spec = cr.get("spec") or {}
         status = cr.get("status") or {}
         next_tick: datetime | None = None
-        not_allowed = [] if unavailable_kinds(spec) else self.secrets_not_allowed(cr)
+        not_allowed = [] if unavailable_kinds(spec) else self.secrets_not_allowed(cr, view)
 
         if unavailable_kinds(spec):
             # 2'. a kind this version cannot run (stored before the CRD refused it): no worker at all, so nothing
             # crash-loops; the status says UnsupportedKind with the fix (conditions.derive_status).
             replicas = 0
-            self._remove_worker(cr, sts)
+            self._remove_worker(cr, sts, view)
             if status.get("reinitialize") or status_extra.get("reinitialize"):
                 status_extra["reinitialize"] = None  # nothing to reset: no worker ever ran this connector
         elif not_allowed:
             # 2''. a referenced Secret is not marked for connectors (sluice.models.secret_access): no worker, so its
             # values reach no pod; the status says SecretNotAllowed with the fix.
             replicas = 0
-            self._apply_children(cr, replicas, run_id)
+            self._apply_children(cr, replicas, run_id, view)
         else:
             # 2. how many workers: 0 when disabled or between scheduled runs
             replicas = 0 if spec.get("disabled") else 1
@@ -158,15 +179,15 @@ class Reconciler:
             reinitializing = bool(status.get("reinitialize") or status_extra.get("reinitialize"))
             if reinitializing:
                 replicas = 0
-            self._apply_children(cr, replicas, run_id)
-            if reinitializing and self._reinitialize(cr, status_extra):
+            self._apply_children(cr, replicas, run_id, view)
+            if reinitializing and self._reinitialize(cr, status_extra, view):
                 run_id = _new_run()
                 status_extra["run_id"] = run_id
                 replicas = 0 if spec.get("disabled") else 1
-                self._apply_children(cr, replicas, run_id)
+                self._apply_children(cr, replicas, run_id, view)
 
         # 4. status
-        pod = self.client.get_or_none(api_path("pods", namespace, naming.worker_pod_name(name)))
+        pod = view.get("pods", namespace, naming.worker_pod_name(name))
         if pod is not None and not _owned_by_statefulset(pod, naming.statefulset_name(name)):
             pod = None
         # The slot is measured while stopped (WalRetained, SlotAtRisk) and, less often, while a PostgreSQL worker
@@ -186,22 +207,32 @@ class Reconciler:
         )
         patch = conditions.derive_status(observed)
         patch.update(status_extra)
-        if "run_id" not in patch and not status.get("run_id"):
-            patch["run_id"] = run_id
+        if "run_id" not in patch and status.get("run_id") != run_id:
+            patch["run_id"] = run_id  # the operator names runs; the worker reports its own under worker.run_id
         if spec.get("disabled") or (replicas == 0 and spec.get("schedule")) or unavailable_kinds(spec) or not_allowed:
             # The worker is not running: what it last reported about its activity is no longer true.
             patch["lag_seconds"] = None
+        # One writer per field (sluice.status_owners): while a worker runs, its fields are its own.
+        foreign = operator_violations(patch, worker_running=replicas > 0)
+        if foreign:
+            log.warning("connector %s/%s: not writing worker-owned status fields %s", namespace, name, foreign)
+            for key in foreign:
+                del patch[key]
         history = next_history(status, patch, _now())
         if history is not None:
             patch["history"] = history
         self._events_for_transitions(cr, status, patch)
-        self.client.merge_patch(api_path("connectors", namespace, name, "status"), {"status": patch})
+        if changes(status, patch):
+            self.client.merge_patch(api_path("connectors", namespace, name, "status"), {"status": patch})
+            self._count("status", "written")
+        else:
+            self._count("status", "skipped")  # nothing new: a patch would only cost the apiserver a write
         if self.metrics is not None:
             self.metrics.observe(namespace, name, {**status, **patch})
 
     # --- secrets --------------------------------------------------------------------------------------------
 
-    def secrets_not_allowed(self, cr: JsonObj) -> list[tuple[str, tuple[str, ...]]]:
+    def secrets_not_allowed(self, cr: JsonObj, view: ChildView | None = None) -> list[tuple[str, tuple[str, ...]]]:
         """Referenced Secrets that lack the label marking them for connectors: (name, referencing fields).
 
         Only metadata is looked at; a Secret that does not exist is not listed (the worker pod then reports
@@ -210,9 +241,10 @@ class Reconciler:
         labelling a Secret takes the same right as writing it, so this is no weaker than the label.
         """
         namespace = cr["metadata"]["namespace"]
+        view = view or ApiView(self.client)
         out: list[tuple[str, tuple[str, ...]]] = []
         for name, fields in sorted(secret_access.referenced_secrets(cr.get("spec") or {}).items()):
-            secret = self.client.get_or_none(api_path("secrets", namespace, name))
+            secret = view.get("secrets", namespace, name)
             if secret is not None and not _usable(secret["metadata"], cr["metadata"]["uid"]):
                 out.append((name, tuple(fields)))
         return out
@@ -262,7 +294,9 @@ class Reconciler:
         running = bool((sts or {}).get("spec", {}).get("replicas"))
         due = conditions.parse_time(status.get("next_run_at"))
         if running:
-            done = status.get("state") == "complete" and status.get("run_id") == run_id
+            # "complete" counts when the worker of this very run says so (older workers wrote a top-level run_id).
+            reported_run = (status.get("worker") or {}).get("run_id") or status.get("run_id")
+            done = status.get("state") == "complete" and reported_run == run_id
             if not done:
                 return 1, run_id, due
             nxt = next_run(cr["spec"]["schedule"], now)
@@ -283,10 +317,10 @@ class Reconciler:
 
     # --- children -------------------------------------------------------------------------------------------
 
-    def _reinitialize(self, cr: JsonObj, status_extra: JsonObj) -> bool:
+    def _reinitialize(self, cr: JsonObj, status_extra: JsonObj, view: ChildView) -> bool:
         """Drop slot and sink progress once the worker is gone; True when done (a new run may start)."""
         namespace, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
-        if self.client.get_or_none(api_path("pods", namespace, naming.worker_pod_name(name))) is not None:
+        if view.get("pods", namespace, naming.worker_pod_name(name)) is not None:
             return False
         try:
             sourcedb.forget_progress(self.client, cr)
@@ -298,7 +332,7 @@ class Reconciler:
         self.event(cr, "Normal", "Reinitialized", "Slot and progress dropped: the worker snapshots again.")
         return True
 
-    def _apply_children(self, cr: JsonObj, replicas: int, run_id: str) -> None:
+    def _apply_children(self, cr: JsonObj, replicas: int, run_id: str, view: ChildView) -> None:
         namespace = cr["metadata"]["namespace"]
         objects = [
             ("serviceaccounts", builders.service_account(cr)),
@@ -309,9 +343,9 @@ class Reconciler:
         sts = builders.statefulset(cr, self.settings.worker, replicas=replicas, run_id=run_id)
         objects.append(("statefulsets", sts))
         for plural, obj in objects:
-            self._apply(plural, namespace, obj, cr["metadata"]["uid"])
+            self._apply(plural, namespace, obj, cr["metadata"]["uid"], view)
 
-    def _remove_worker(self, cr: JsonObj, sts: JsonObj | None) -> None:
+    def _remove_worker(self, cr: JsonObj, sts: JsonObj | None, view: ChildView) -> None:
         """Delete the worker StatefulSet of this connector, if one exists (e.g. made by an older operator); its pod
         goes with it. Objects this connector does not own are left alone."""
         if sts is None:
@@ -320,16 +354,19 @@ class Reconciler:
         if not any(o.get("uid") == cr["metadata"]["uid"] for o in owners):
             return
         namespace, name = cr["metadata"]["namespace"], sts["metadata"]["name"]
-        if self.client.delete(api_path("statefulsets", namespace, name), uid=sts["metadata"].get("uid")) is None:
+        deleted = self.client.delete(api_path("statefulsets", namespace, name), uid=sts["metadata"].get("uid"))
+        view.dropped("statefulsets", namespace, name)
+        if deleted is None:
             return  # already gone, or replaced meanwhile (the next pass looks again)
         self.event(cr, "Normal", "WorkerRemoved", f"Deleted worker StatefulSet {name}: its connector kind cannot run.")
 
-    def _apply(self, plural: str, namespace: str, obj: JsonObj, owner_uid: str) -> None:
+    def _apply(self, plural: str, namespace: str, obj: JsonObj, owner_uid: str, view: ChildView) -> None:
         path = api_path(plural, namespace, obj["metadata"]["name"])
-        existing = self.client.get_or_none(path)
+        existing = view.get(plural, namespace, obj["metadata"]["name"])
         if existing is None:
             try:
-                self.client.create(api_path(plural, namespace), obj)
+                view.wrote(plural, self.client.create(api_path(plural, namespace), obj))
+                self._count(plural, "written")
             except KubeError as exc:
                 if exc.status != 409:
                     raise
@@ -340,9 +377,15 @@ class Reconciler:
                 f"{plural[:-1]} {namespace}/{obj['metadata']['name']} exists and is not owned by this connector",
                 fix="Delete or rename that object; the operator will not take over objects it did not create.",
             )
-        if plural == "roles" and existing.get("rules") == obj.get("rules"):
+        if _covers(existing, obj):
+            self._count(plural, "skipped")
             return
-        self.client.merge_patch(path, obj)
+        view.wrote(plural, self.client.merge_patch(path, obj))
+        self._count(plural, "written")
+
+    def _count(self, what: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.writes.labels(what, outcome).inc()
 
     # --- slot of a disabled connector ----------------------------------------------------------------------
 
@@ -444,6 +487,41 @@ def _usable(secret_meta: JsonObj, connector_uid: str) -> bool:
         return True
     owned = any(o.get("uid") == connector_uid for o in secret_meta.get("ownerReferences") or [])
     return owned and labels.get("app.kubernetes.io/managed-by") == "sluice-api"
+
+
+def _covers(existing: Any, desired: Any) -> bool:
+    """Whether merge-patching ``desired`` onto ``existing`` would change nothing the builders set.
+
+    Fields the apiserver defaults (a container's ``imagePullPolicy``...) are not in ``desired`` and so are ignored;
+    lists must match item by item. A Secret's ``stringData`` is write-only: it is compared with ``data``.
+    """
+    if isinstance(desired, dict):
+        if not isinstance(existing, dict):
+            return not desired and existing is None  # the apiserver drops an empty object
+        for key, value in desired.items():
+            if key in ("apiVersion", "kind") and key not in existing:
+                continue  # watch events of some kinds omit them; the path already says what it is
+            if key == "stringData" and isinstance(value, dict):
+                data = existing.get("data") or {}
+                try:
+                    if any(base64.b64decode(data.get(k, "")).decode() != v for k, v in value.items()):
+                        return False
+                except (ValueError, UnicodeDecodeError):
+                    return False
+                continue
+            if value is None:
+                if existing.get(key) is not None:
+                    return False
+            elif not _covers(existing.get(key), value):
+                return False
+        return True
+    if isinstance(desired, list):
+        return (
+            isinstance(existing, list)
+            and len(existing) == len(desired)
+            and all(_covers(e, d) for e, d in zip(existing, desired, strict=True))
+        )
+    return bool(existing == desired)
 
 
 def _new_run() -> str:
