@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from sluice.devstack.pki import CertificateAuthority
 from tests.support.pg import PgDatabase, WorkerProcess, connector_spec, write_connector_config
 from tests.support.webhook import Fail, Receiver, TlsMaterial, make_tls
 
@@ -291,21 +292,151 @@ def test_wrong_credential_stops_with_the_auth_fix(
 
 
 def test_tls_with_a_private_ca(source_db: PgDatabase, run_worker: RunWorker, tmp_path: Path) -> None:
+    """The receiver's certificate is signed by a CA of its own: refused without ``ssl_root_cert`` (a clear status,
+    nothing sent, not retried), delivered with it (PEM inline, or a file path), and with ``ssl_verify: false``."""
     tls: TlsMaterial = make_tls(tmp_path / "pki")
+    other = CertificateAuthority(tmp_path / "other-ca", common_name="unrelated-ca")
     source_db.psql("CREATE TABLE s (id int PRIMARY KEY); INSERT INTO s VALUES (1), (2)")
     with contextlib_receiver(tls) as hook:
         assert hook.url.startswith("https://")
-        # without the CA: verification fails, and the error says how to fix it
-        spec = webhook_spec(source_db, hook.url)
+        for ca in (None, other.cert_pem.decode()):  # the system's trust store alone; an unrelated CA
+            spec = webhook_spec(source_db, hook.url, **({"ssl_root_cert": ca} if ca else {}))
+            worker = Run(run_worker, tmp_path, spec).start()
+            assert worker.wait(timeout=90) != 0
+            status = worker.last_status() or {}
+            assert status.get("status") == "failed"
+            error = status["last_error"]
+            assert f"TLS verification of {hook.url} failed" in error["message"], error
+            assert "certificate" in error["message"]
+            assert "sink.webhook.ssl_root_cert" in error["fix"] and "without advancing" in error["fix"]
+            assert hook.requests == [], "a refused certificate: no request reached the receiver"
+        # with the CA, inline PEM: delivered
+        spec = webhook_spec(source_db, hook.url, ssl_root_cert=tls.ca.cert_pem.decode())
         worker = Run(run_worker, tmp_path, spec).start()
-        assert worker.wait(timeout=90) != 0
-        error = (worker.last_status() or {})["last_error"]
-        assert "TLS verification" in error["message"] and "SLUICE_WEBHOOK_CA_FILE" in error["fix"]
-        assert hook.delivered() == []
-        # with it: delivered
-        worker = Run(run_worker, tmp_path, spec, env={"SLUICE_WEBHOOK_CA_FILE": str(tls.ca_file)}).start()
         hook.wait_for(lambda r: len(r.delivered()) >= 2, what="2 rows over TLS")
         assert worker.stop() == 0
+        # the CA as a file path, as PostgreSQL's ssl_root_cert takes it
+        spec = webhook_spec(source_db, hook.url, ssl_root_cert=str(tls.ca_file))
+        worker = Run(run_worker, tmp_path, spec).start()
+        hook.wait_for(lambda r: len(r.delivered()) >= 4, what="2 more rows over TLS")
+        assert worker.stop() == 0
+        # verification off: delivered without any CA
+        spec = webhook_spec(source_db, hook.url, ssl_verify=False)
+        worker = Run(run_worker, tmp_path, spec).start()
+        hook.wait_for(lambda r: len(r.delivered()) >= 6, what="2 rows without verification")
+        assert worker.stop() == 0
+        assert "ssl_verify is false" in worker.output_tail(10_000)
+
+
+def test_a_ca_that_cannot_be_loaded_refuses_the_spec(
+    source_db: PgDatabase, hook: Receiver, run_worker: RunWorker, tmp_path: Path
+) -> None:
+    source_db.psql("CREATE TABLE s (id int PRIMARY KEY)")
+    for ca, said in (
+        ("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n", "the PEM text"),
+        (str(tmp_path / "missing.pem"), "missing.pem"),
+    ):
+        worker = Run(run_worker, tmp_path, webhook_spec(source_db, hook.url, ssl_root_cert=ca)).start()
+        assert worker.wait(timeout=60) != 0
+        output = worker.output_tail(10_000)
+        assert "sink.webhook.ssl_root_cert: cannot load a CA certificate from" in output and said in output
+    assert hook.requests == []
+
+
+def test_validate_sink_checks_the_receivers_certificate(tmp_path: Path) -> None:
+    """/api/v1/validate/sink runs the sink's checks: the service behind it, against the real TLS receiver."""
+    from sluice.api.services.validation import Caller, ValidationService
+    from sluice.k8s import Kube
+
+    tls = make_tls(tmp_path / "pki")
+    service = ValidationService(Kube())  # no *_secret_ref in these bodies: Kubernetes is never asked
+    caller = Caller(user=None, namespace="default")
+
+    def validate(url: str, **fields: Any) -> dict[str, Any]:
+        connector = service.sink_connector(caller, {"webhook": {"url": url, **fields}})
+        result: dict[str, Any] = service.validate_sink(connector).model_dump()
+        return result
+
+    with contextlib_receiver(tls) as receiver:
+        refused = validate(receiver.url)
+        assert refused["valid"] is False
+        [check] = refused["checks"]
+        assert check["name"] == "webhook TLS" and check["status"] == "failed"
+        assert check["field"] == "sink.webhook.ssl_root_cert" and "ssl_root_cert" in check["fix"]
+        assert "TLS verification" in check["message"]
+
+        trusted = validate(receiver.url, ssl_root_cert=tls.ca.cert_pem.decode())
+        assert trusted["valid"] is True, trusted
+        assert {c["name"]: c["status"] for c in trusted["checks"]} == {
+            "webhook reachable": "passed",
+            "webhook TLS": "passed",
+        }
+        assert "ssl_root_cert" in next(c for c in trusted["checks"] if c["name"] == "webhook TLS")["message"]
+
+        unverified = validate(receiver.url, ssl_verify=False)
+        assert unverified["valid"] is True
+        assert "not verified" in next(c for c in unverified["checks"] if c["name"] == "webhook TLS")["message"]
+
+        bad = validate(receiver.url, ssl_root_cert="-----BEGIN CERTIFICATE-----\nxx\n-----END CERTIFICATE-----\n")
+        assert bad["valid"] is False
+        assert bad["checks"][0]["field"] == "sink.webhook.ssl_root_cert"
+
+
+def test_sigterm_during_a_retry_backoff_stops_at_once_without_advancing(
+    source_db: PgDatabase, hook: Receiver, run_worker: RunWorker, tmp_path: Path
+) -> None:
+    """A receiver answering 500 forever and a long back-off: SIGTERM ends the worker within seconds (not after the
+    back-off, nor the pod's grace period), cleanly, and the checkpoint stays where it was; the next run delivers."""
+    source_db.psql("CREATE TABLE r (id int PRIMARY KEY); INSERT INTO r VALUES (1)")
+    retry = {"initial_backoff_ms": 60000, "max_backoff_ms": 120000, "max_retry_duration_ms": 3600000}
+    spec = webhook_spec(source_db, hook.url, retry=retry)
+    run = Run(run_worker, tmp_path, spec)
+    worker = run.start()
+    worker.wait_for_status(realtime, timeout=90)
+    hook.wait_for(lambda r: len(r.delivered()) == 1, what="the snapshot row")
+    checkpoint = tmp_path / "state" / f"{spec['id']}.json"
+    before = checkpoint.read_text()
+    hook.reject_all(Fail(500, "down for good"))
+    source_db.execute("INSERT INTO r VALUES (2)")
+    hook.wait_for(lambda r: any(x.status == 500 for x in r.requests), what="the first 500")
+    time.sleep(0.5)  # the sender is now in its 30-60 s back-off
+    started = time.monotonic()
+    assert worker.stop(timeout=20) == 0
+    took = time.monotonic() - started
+    assert took < 5, f"the worker took {took:.1f}s to stop"
+    assert checkpoint.read_text() == before, "the position did not advance past the refused change"
+    assert len([x for x in hook.requests if x.status == 500]) == 1, "no retry after the stop"
+    status = worker.last_status() or {}
+    assert status.get("state") == "shutdown" and status.get("status") == "complete", status
+    # the receiver recovers: the next run sends the change again, under the same key
+    hook.reject_all(None)
+    worker = run.start()
+    hook.wait_for(lambda r: len(r.delivered()) >= 2, what="the change after the restart")
+    assert [(e["op"], e["row"]["id"]) for e in hook.delivered()] == [("r", 1), ("c", 2)]
+    refused = next(x for x in hook.requests if x.status == 500)
+    assert refused.key in {x.key for x in hook.processed()}
+    assert worker.stop() == 0
+
+
+def test_sigterm_during_a_snapshot_chunks_backoff_stops_at_once(
+    source_db: PgDatabase, hook: Receiver, run_worker: RunWorker, tmp_path: Path
+) -> None:
+    source_db.psql("CREATE TABLE sr (id int PRIMARY KEY); INSERT INTO sr SELECT generate_series(1, 50)")
+    hook.reject_all(Fail(503, "warming up"))
+    retry = {"initial_backoff_ms": 60000, "max_backoff_ms": 120000}
+    spec = webhook_spec(source_db, hook.url, retry=retry)
+    run = Run(run_worker, tmp_path, spec)
+    worker = run.start()
+    hook.wait_for(lambda r: len(r.requests) >= 1, what="the first snapshot request")
+    time.sleep(0.5)
+    started = time.monotonic()
+    assert worker.stop(timeout=20) == 0
+    assert time.monotonic() - started < 5
+    hook.reject_all(None)
+    worker = run.start()
+    hook.wait_for(lambda r: len(r.delivered()) >= 50, what="the snapshot after the restart")
+    assert sorted(e["row"]["id"] for e in hook.delivered()) == list(range(1, 51))
+    assert worker.stop() == 0
 
 
 def test_debezium_format_with_transaction_metadata(

@@ -369,3 +369,54 @@ def test_transactions_without_a_begin_position_get_distinct_keys_stable_across_r
     again.commit(Checkpoint("streaming", Lsn(200).encode()))
     again.close()
     assert [r.key for r in resent] == [second.key]
+
+
+# ---------------------------------------------------------------------------------------------------- TLS, stop
+
+
+def test_the_receivers_ca_is_loaded_at_construction_and_a_bad_one_names_the_field(tmp_path: Path) -> None:
+    import ssl
+
+    from sluice.errors import ConfigError
+    from sluice.worker.sinks.webhook.client import verify_context
+
+    assert verify_context(None, verify=False) is False
+    assert isinstance(verify_context(None), ssl.SSLContext)
+    assert WebhookSink(connector(ssl_verify=False)).verify is False
+    for bad, said in (
+        ("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n", "the PEM text"),
+        (str(tmp_path / "absent.pem"), "absent.pem"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            WebhookSink(connector(ssl_root_cert=bad))
+        assert said in info.value.message and "ssl_root_cert" in info.value.message
+        assert info.value.details[0].loc == ["sink", "webhook", "ssl_root_cert"]
+
+
+def test_stop_cuts_a_retry_backoff_short() -> None:
+    """A receiver that cannot be reached and a minute's back-off: stop() ends the wait at once, as a transient error
+    (the request is sent again by the next run), and close() after it is quick too."""
+    import socket
+    import threading
+    import time
+
+    from sluice.errors import TransientError
+
+    with socket.socket() as s:  # a loopback port nobody listens on: every attempt is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sink = WebhookSink(
+        connector(
+            url=f"http://127.0.0.1:{port}/",
+            retry={"initial_backoff_ms": 60000, "max_backoff_ms": 60000},
+            request_timeout_ms=2000,
+        )
+    )
+    timer = threading.Timer(0.5, sink.stop)
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(TransientError, match="stopped while retrying"):
+        sink.send(Request(sink.url, "public.t", "pg:0/1", 1, 1, b"[]", "k"))
+    assert time.monotonic() - started < 5
+    sink.close()
+    timer.join()

@@ -556,6 +556,14 @@ class WebhookSink(SluiceModel):
     """Retry policy."""
     request_timeout_ms: PositiveInt = 30000
     """Timeout of one request."""
+    ssl_root_cert: str | None = None
+    """CA certificate (PEM text, or a path the worker can read) trusted for the receiver's certificate, besides the
+    system's trust store: for a receiver whose certificate a private CA signed. A Sluice addition to the reference
+    schema, named as ClickHouse's `connection.ssl_root_cert`."""
+    ssl_verify: bool = True
+    """Verify the receiver's certificate and host name (https URLs). false accepts any certificate, which lets anyone
+    on the path read and alter the events: for tests only. A Sluice addition to the reference schema, named as
+    ClickHouse's `connection.ssl_verify`."""
 
 
 # --- the one-of --------------------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ It imports no database driver. It builds the connector's :class:`~sluice.worker.
 
 Retries: a failure whose class is retryable (:class:`~sluice.errors.TransientError`) is retried with back-off
 until ``retry_window_seconds`` have passed without progress; anything else stops the run with the error's fix in
-the status. A stop request (SIGTERM) ends the run cleanly at a transaction boundary, also while waiting to retry.
+the status. A stop request (SIGTERM) ends the run cleanly at a transaction boundary, also while waiting to retry;
+the sink hears of it at once (:meth:`~sluice.worker.sinks.base.Sink.stop`), so a wait of its own (a webhook's retry
+back-off) does not hold the worker past its grace period.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -85,6 +88,30 @@ def _fastpath_enabled() -> bool:
 PipelineFactory = Callable[[RunContext, Source, Sink], Pipeline]
 
 
+@contextmanager
+def _relay_stop(stop: threading.Event, hook: Callable[[], None]) -> Iterator[None]:
+    """While the block runs, a stop request also calls ``hook`` (once, from a helper thread): the pipeline's thread
+    may be blocked inside the sink, where it would see ``stop`` only after the sink's own wait ended."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            if stop.wait(0.2):
+                try:
+                    hook()
+                except Exception:
+                    log.exception("the sink's stop hook failed")
+                return
+
+    thread = threading.Thread(target=watch, name="stop-relay", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=1)
+
+
 class Engine:
     """Runs one connector until it is stopped, finished (snapshot only) or failed."""
 
@@ -133,7 +160,8 @@ class Engine:
             sink = self.sink_class(self.connector)
             self._ends = (sink, source)  # the sink recognises its own connections; the source takes the rest
             try:
-                self.pipeline(source, sink).run()
+                with _relay_stop(self.stop, sink.stop):
+                    self.pipeline(source, sink).run()
             finally:
                 sink.close()
         finally:

@@ -127,5 +127,11 @@ class Sink(ABC):
     def reset(self) -> None:
         """Forget this connector's progress (ReIntialize): the next run starts with a new snapshot."""
 
+    def stop(self) -> None:
+        """A stop was requested (SIGTERM); called from another thread while the pipeline runs. A sink that can wait
+        long on its own (a retry back-off) ends that wait now: the blocked call raises a
+        :class:`~sluice.errors.TransientError` and nothing unacknowledged becomes durable. Others need nothing: the
+        pipeline sees the stop at its next transaction boundary."""
+
     def close(self) -> None:
         """Release connections."""

@@ -24,9 +24,20 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from sluice.errors import ConfigError, ReplicationError, TransientError
+from sluice.errors import ConfigError, ErrorDetail, ReplicationError, TransientError
 
-__all__ = ["Backoff", "RateLimiter", "RetryPolicy", "WebhookClient", "WebhookRejectedError", "retry_after_seconds"]
+__all__ = [
+    "CA_FIELD",
+    "Backoff",
+    "RateLimiter",
+    "RetryPolicy",
+    "WebhookClient",
+    "WebhookRejectedError",
+    "retry_after_seconds",
+    "tls_error",
+    "tls_failure",
+    "verify_context",
+]
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +162,8 @@ def _fix_for(status: int) -> str:
     return "Fix the receiver so it answers 2xx to these requests, or fix sink.webhook to match it." + common
 
 
-def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
+def tls_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind ``exc`` (httpx wraps it in its own errors), or None."""
     seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
@@ -235,13 +247,9 @@ class WebhookClient:
             try:
                 response = self._client().post(url, content=body, headers=headers)
             except httpx.HTTPError as exc:
-                tls = _tls_failure(exc)
+                tls = tls_failure(exc)
                 if tls is not None:
-                    raise ConfigError(
-                        f"sink.webhook.url: TLS verification of {where} failed: {tls.reason or tls}",
-                        fix="Give the worker the CA that signed the receiver's certificate (SLUICE_WEBHOOK_CA_FILE, "
-                        "a PEM file), or serve a certificate for the host name in sink.webhook.url.",
-                    ) from exc
+                    raise tls_error(where, tls) from exc
                 problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 self._drop_client()  # a broken connection is not reused
             else:
@@ -281,15 +289,44 @@ class WebhookClient:
             c.close()
 
 
-def verify_context(ca_file: str | None) -> ssl.SSLContext:
-    """The system's trust store, plus ``ca_file`` (PEM) when given; host names checked."""
+#: where the receiver's CA is set, for messages and error details
+CA_FIELD: tuple[str, ...] = ("sink", "webhook", "ssl_root_cert")
+
+
+def tls_error(where: str, failure: ssl.SSLError) -> ConfigError:
+    """The receiver's certificate was refused: permanent until the spec or the receiver changes (no retry)."""
+    reason = getattr(failure, "verify_message", None) or failure.reason or str(failure)
+    return ConfigError(
+        f"sink.webhook.url: TLS verification of {where} failed: {reason}",
+        fix="Set sink.webhook.ssl_root_cert to the CA certificate (PEM) that signed the receiver's certificate, "
+        "or serve a certificate for the host name in sink.webhook.url. The connector stopped without advancing "
+        "its position.",
+        details=[ErrorDetail(list(CA_FIELD), f"the certificate of {where} is not trusted: {reason}")],
+    )
+
+
+def verify_context(ca: str | None, *, verify: bool = True) -> ssl.SSLContext | bool:
+    """How the receiver's certificate is verified: the system's trust store plus ``ca`` (PEM text, or the path of a
+    PEM file), host names checked; False (no verification) when ``verify`` is off.
+
+    PEM text is loaded from memory, so the REST API's validate endpoint (read-only root filesystem) needs no file.
+    """
+    if not verify:
+        return False
     context = ssl.create_default_context()
-    if ca_file:
+    if ca:
         try:
-            context.load_verify_locations(cafile=ca_file)
-        except (OSError, ssl.SSLError) as exc:
+            if "-----BEGIN" in ca:
+                context.load_verify_locations(cadata=ca)
+            else:
+                context.load_verify_locations(cafile=ca)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            what = "the PEM text" if "-----BEGIN" in ca else f"the file {ca}"
+            problem = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
             raise ConfigError(
-                f"cannot load the webhook CA file {ca_file}: {exc}",
-                fix="Point SLUICE_WEBHOOK_CA_FILE at a readable PEM file with the receiver's CA certificate.",
+                f"sink.webhook.ssl_root_cert: cannot load a CA certificate from {what}: {problem}",
+                fix="Give the PEM text of the CA certificate that signed the receiver's certificate "
+                "(-----BEGIN CERTIFICATE----- ...), or the path of a PEM file the worker can read.",
+                details=[ErrorDetail(list(CA_FIELD), f"no CA certificate could be loaded: {problem}")],
             ) from exc
     return context

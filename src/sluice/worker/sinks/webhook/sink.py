@@ -24,7 +24,13 @@ With the Debezium format, ``emit_tx_metadata`` sends each transaction's BEGIN an
 own to ``url`` (no path template) with ``X-Sluice-Table: transaction``. Tombstones are a Kafka log compaction
 device and are not sent.
 
-TLS: verified against the system's trust store; ``SLUICE_WEBHOOK_CA_FILE`` (a PEM file) adds a CA.
+TLS: the receiver's certificate and host name are verified against the system's trust store plus
+``ssl_root_cert`` (a private CA, PEM); ``ssl_verify: false`` turns verification off (tests only; logged as a
+warning). A refused certificate stops the connector with the reason and the fix, unadvanced: it is not retried.
+
+Stopping: :meth:`WebhookSink.stop` (the engine calls it on SIGTERM) cuts a retry back-off short, so a receiver that
+keeps failing does not hold the worker past its grace period; the requests not acknowledged are sent again, with the
+same keys, by the next run.
 """
 
 from __future__ import annotations
@@ -33,7 +39,6 @@ import contextlib
 import gzip
 import json
 import logging
-import os
 import queue
 import threading
 import uuid
@@ -56,15 +61,22 @@ from sluice.worker.events import Begin, Change, Commit, Op, RowChange, SchemaCha
 from sluice.worker.positions import Lsn, Position
 from sluice.worker.sinks.base import DeliveryGuarantee, Sink, SnapshotWriter
 from sluice.worker.sinks.webhook.batching import Batcher, Request
-from sluice.worker.sinks.webhook.client import RateLimiter, RetryPolicy, WebhookClient, safe_url, verify_context
+from sluice.worker.sinks.webhook.client import (
+    CA_FIELD,
+    RateLimiter,
+    RetryPolicy,
+    WebhookClient,
+    safe_url,
+    tls_error,
+    tls_failure,
+    verify_context,
+)
 from sluice.worker.sources.base import Check, SnapshotChunk
 
-__all__ = ["CA_FILE_ENV", "WebhookSink"]
+__all__ = ["WebhookSink"]
 
 log = logging.getLogger(__name__)
 
-#: a PEM file with an extra CA to trust for the receiver's certificate
-CA_FILE_ENV = "SLUICE_WEBHOOK_CA_FILE"
 _PLAN = "plan "
 _SNAPSHOT_ID = "snapshot-id "
 #: requests encoded ahead of the one being sent
@@ -241,6 +253,12 @@ class WebhookSink(Sink):
                 fix="Give the receiver's full URL, e.g. https://hooks.example.com/cdc.",
             )
         self._store = store
+        # built now: a CA that cannot be loaded refuses the spec before the run starts (and in validate)
+        self.verify = verify_context(model.ssl_root_cert, verify=model.ssl_verify)
+        if not model.ssl_verify and self.url.startswith("https://"):
+            log.warning("sink.webhook.ssl_verify is false: the receiver's certificate is not verified")
+        #: set by stop() (and close()): a retry back-off ends at once
+        self._stop = threading.Event()
         batch = model.batch
         self.max_events = batch.max_batch_size if batch else None
         self.max_bytes = batch.max_payload_bytes if batch else 1048576
@@ -300,14 +318,14 @@ class WebhookSink(Sink):
     @property
     def client(self) -> WebhookClient:
         if self._client is None:
-            verify = verify_context(os.environ.get(CA_FILE_ENV) or None)
             headers = {"User-Agent": f"sluice/{__version__}", **self.auth_headers}
             self._client = WebhookClient(
-                verify=verify,
+                verify=self.verify,
                 timeout_s=self.model.request_timeout_ms / 1000.0,
                 retry=self.retry,
                 limiter=self.limiter,
                 headers=headers,
+                stop=self._stop,
             )
         return self._client
 
@@ -391,24 +409,34 @@ class WebhookSink(Sink):
         where = safe_url(self.url)
         try:
             with httpx.Client(
-                verify=verify_context(os.environ.get(CA_FILE_ENV) or None),
+                verify=self.verify,
                 timeout=self.model.request_timeout_ms / 1000.0,
                 headers=self.auth_headers,
                 trust_env=False,
             ) as client:
                 response = client.request("HEAD", self.url)
-        except (httpx.HTTPError, ConfigError) as exc:
+        except httpx.HTTPError as exc:
+            failure = tls_failure(exc)
+            if failure is not None:
+                err = tls_error(where, failure)
+                return [Check("webhook TLS", False, err.message, fix=err.fix, field=CA_FIELD)]
             return [
                 Check(
                     "webhook reachable",
                     False,
                     f"cannot reach {where}: {type(exc).__name__}",
-                    fix="Check sink.webhook.url, the network path to the receiver and its TLS certificate "
-                    f"({CA_FILE_ENV} adds a CA).",
+                    fix="Check sink.webhook.url and the network path to the receiver.",
                     field=("sink", "webhook", "url"),
                 )
             ]
         checks = [Check("webhook reachable", True, f"{where} answered HTTP {response.status_code}")]
+        if self.url.startswith("https://"):
+            if self.verify is False:
+                tls = Check("webhook TLS", True, f"the certificate of {where} is not verified (ssl_verify is false)")
+            else:
+                trusted = "the system's trust store" + (" and ssl_root_cert" if self.model.ssl_root_cert else "")
+                tls = Check("webhook TLS", True, f"the certificate of {where} is trusted by {trusted}")
+            checks.append(tls)
         if response.status_code in (401, 403):
             checks.append(
                 Check(
@@ -595,6 +623,12 @@ class WebhookSink(Sink):
     def reset(self) -> None:
         self.store.clear()
         self._remember(None)
+
+    def stop(self) -> None:
+        """Cut a retry back-off short: the request waiting in it fails with a TransientError, so the open batch and
+        the snapshot chunk in flight are not acknowledged (the next run sends them again with the same keys).
+        A request already on the wire finishes (within ``request_timeout_ms``), and no retry starts after this."""
+        self._stop.set()
 
     def close(self) -> None:
         if self._client is not None:
