@@ -92,34 +92,36 @@ def build_registry(rec: Reconciler, operator: OperatorSettings) -> kopf.Operator
 
 
 def _register_indexes(registry: kopf.OperatorRegistry) -> None:
-    """One index per kind in ``children.INDEXED``, keyed ``(namespace, name)``; kopf names each kwarg after the
-    function (``<plural>_idx``)."""
+    """One index per kind in ``children.INDEXED``, keyed ``(namespace, name)``; kopf passes each to the handlers
+    as a kwarg named by the index's id (``<plural>_idx``; the default id of a nested function is its qualname)."""
     ours = {"app.kubernetes.io/managed-by": MANAGED_BY}
+    rbac = ("rbac.authorization.k8s.io", "v1")
 
     def entry(plural: str, namespace: str | None, name: str | None, body: Any) -> dict[Any, Any]:
         return {(namespace, name): index_entry(plural, body)}
 
-    @kopf.index("apps", "v1", "statefulsets", labels=ours, registry=registry)
+    @kopf.index("apps", "v1", "statefulsets", labels=ours, id="statefulsets_idx", registry=registry)
     def statefulsets_idx(*, namespace: str | None, name: str | None, body: Any, **_: Any) -> dict[Any, Any]:
         return entry("statefulsets", namespace, name, body)
 
-    @kopf.index("v1", "pods", labels=ours, registry=registry)
+    @kopf.index("v1", "pods", labels=ours, id="pods_idx", registry=registry)
     def pods_idx(*, namespace: str | None, name: str | None, body: Any, **_: Any) -> dict[Any, Any]:
         return entry("pods", namespace, name, body)
 
-    @kopf.index("v1", "secrets", registry=registry)  # all: a spec may reference any (metadata only, see children)
+    # every Secret, not only ours: a spec may reference any (only their metadata is kept, see children)
+    @kopf.index("v1", "secrets", id="secrets_idx", registry=registry)
     def secrets_idx(*, namespace: str | None, name: str | None, body: Any, **_: Any) -> dict[Any, Any]:
         return entry("secrets", namespace, name, body)
 
-    @kopf.index("v1", "serviceaccounts", labels=ours, registry=registry)
+    @kopf.index("v1", "serviceaccounts", labels=ours, id="serviceaccounts_idx", registry=registry)
     def serviceaccounts_idx(*, namespace: str | None, name: str | None, body: Any, **_: Any) -> dict[Any, Any]:
         return entry("serviceaccounts", namespace, name, body)
 
-    @kopf.index("rbac.authorization.k8s.io", "v1", "roles", labels=ours, registry=registry)
+    @kopf.index(*rbac, "roles", labels=ours, id="roles_idx", registry=registry)
     def roles_idx(*, namespace: str | None, name: str | None, body: Any, **_: Any) -> dict[Any, Any]:
         return entry("roles", namespace, name, body)
 
-    @kopf.index("rbac.authorization.k8s.io", "v1", "rolebindings", labels=ours, registry=registry)
+    @kopf.index(*rbac, "rolebindings", labels=ours, id="rolebindings_idx", registry=registry)
     def rolebindings_idx(*, namespace: str | None, name: str | None, body: Any, **_: Any) -> dict[Any, Any]:
         return entry("rolebindings", namespace, name, body)
 
