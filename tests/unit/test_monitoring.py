@@ -53,6 +53,8 @@ def exported() -> dict[str, set[str]]:
         "rows_copied": 1,
         "rows_applied": 1,
         "restarts": 0,
+        "wal_retained_bytes": 1,
+        "wal_budget_bytes": 2,
         "conditions": [{"type": "Ready", "status": "True"}],
         "last_error": {"reason": "X"},
     }
@@ -133,6 +135,8 @@ def test_dashboard_covers_state_throughput_lag_wal_errors_and_snapshot() -> None
         "sluice_worker_errors_total",
         "sluice_connector_rows_copied",
         "sluice_connector_worker_restarts",
+        "sluice_connector_wal_retained_bytes",
+        "sluice_connector_wal_budget_bytes",
     ):
         assert metric in text, metric
     # Every connector panel follows the dashboard's namespace/connector selection.
@@ -148,6 +152,7 @@ def test_rules_cover_the_failures_users_fear() -> None:
         "SluiceConnectorNotReady",
         "SluiceConnectorLagHigh",
         "SluiceSlotWalRetainedHigh",
+        "SluiceSlotAtRisk",
         "SluiceWorkerRestarting",
         "SluiceSnapshotStalled",
     } <= set(rules)
