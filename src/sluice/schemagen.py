@@ -62,9 +62,11 @@ from sluice.models.status import (
 )
 
 __all__ = [
+    "CONNECTOR_LINKS",
     "GeneratedFile",
     "SchemaConversionError",
     "add_arguments",
+    "add_links",
     "build_crd",
     "build_openapi",
     "generated_files",
@@ -600,6 +602,73 @@ def _paths() -> dict[str, Any]:
     }
 
 
+# --- OpenAPI links ---------------------------------------------------------------------------------------------
+
+_CONNECTOR = "/api/v1/connectors/{id}"
+
+#: Responses that name one connector, and where its id is in them (an OpenAPI runtime expression).
+_LINK_SOURCES: tuple[tuple[str, str, str, str], ...] = (
+    ("post", "/api/v1/connectors", "201", "$response.body#/connector/id"),
+    ("post", _CONNECTOR, "201", "$response.body#/connector/id"),
+    ("post", _CONNECTOR, "200", "$response.body#/connector/id"),
+    ("get", _CONNECTOR, "200", "$response.body#/connector/id"),
+    ("patch", _CONNECTOR, "200", "$response.body#/connector/id"),
+    ("post", "/api/v1/connector/command/{id}", "202", "$response.body#/id"),
+)
+
+#: Link name -> (method, path, where the id goes): what can be done with a connector once its id is known.
+CONNECTOR_LINKS: dict[str, tuple[str, str, str]] = {
+    "GetConnector": ("get", _CONNECTOR, "path"),
+    "ReplaceConnector": ("post", _CONNECTOR, "path"),
+    "PatchConnector": ("patch", _CONNECTOR, "path"),
+    "DeleteConnector": ("delete", _CONNECTOR, "path"),
+    "CommandConnector": ("post", "/api/v1/connector/command/{id}", "path"),
+    "ConnectorHistory": ("get", "/api/v1/connector/history/{id}", "path"),
+    "ValidateSource": ("post", "/api/v1/validate/source", "body"),
+    "ValidateSink": ("post", "/api/v1/validate/sink", "body"),
+    "CatalogSource": ("post", "/api/v1/catalog/source", "body"),
+}
+
+
+def add_links(doc: dict[str, Any]) -> dict[str, Any]:
+    """Add OpenAPI ``links`` from every response that names a connector to what can be done with it; in place.
+
+    Why: links tell clients (and stateful fuzzers such as schemathesis) how operations chain — create, then get,
+    patch, command, validate by ``connector_id``, delete that same connector — instead of each operation being
+    tried with ids that exist nowhere. The id comes from the response body (the server generates it on create);
+    the namespace is the request's own, since a connector lives where it was created. Links whose operations
+    the document does not have are left out (the fallback document has fewer operations). Idempotent.
+    """
+    paths: dict[str, Any] = doc.get("paths", {})
+
+    def operation(method: str, path: str) -> dict[str, Any] | None:
+        op: dict[str, Any] | None = paths.get(path, {}).get(method)
+        return op
+
+    for method, path, status, id_expression in _LINK_SOURCES:
+        source = operation(method, path)
+        response = (source or {}).get("responses", {}).get(status)
+        if response is None:
+            continue
+        links: dict[str, Any] = {}
+        for name, (target_method, target_path, where) in CONNECTOR_LINKS.items():
+            target = operation(target_method, target_path)
+            if target is None or "operationId" not in target:
+                continue
+            link: dict[str, Any] = {"operationId": target["operationId"], "parameters": {}}
+            if where == "path":
+                link["parameters"]["path.id"] = id_expression
+            else:
+                link["requestBody"] = {"connector_id": id_expression}
+            if any(p.get("name") == "namespace" and p.get("in") == "query" for p in target.get("parameters", [])):
+                link["parameters"]["query.namespace"] = "$request.query.namespace"
+            link["description"] = f"{target_method.upper()} {target_path} on the connector this response names."
+            links[name] = link
+        if links:
+            response["links"] = links
+    return doc
+
+
 def _app_factory() -> Callable[[], Any] | None:
     """``sluice.api.app:create_app`` when the API package has it; None when the module does not exist yet."""
     try:
@@ -621,9 +690,9 @@ def build_openapi() -> dict[str, Any]:
     """
     factory = _app_factory()
     if factory is not None:
-        return dict(factory().openapi())
+        return add_links(dict(factory().openapi()))
     log.info("sluice.api.app not found: the OpenAPI paths come from schemagen's own table")
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "Sluice API",
@@ -639,6 +708,7 @@ def build_openapi() -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
     }
+    return add_links(document)
 
 
 # --- files and CLI ---------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from sluice.api.services.validation import ValidationService
 from sluice.api.settings import ApiSettings
 from sluice.api.state import ApiState
 from sluice.k8s import Kube, UserInfo
+from sluice.schemagen import add_links
 
 __all__ = ["NO_AUTH_WARNING", "create_app"]
 
@@ -111,7 +112,8 @@ def create_app(settings: ApiSettings | None = None, k8s: Kube | None = None) -> 
                 "kubernetesBearer": {"type": "http", "scheme": "bearer", "description": "A Kubernetes bearer token."}
             }
             doc["security"] = [{"kubernetesBearer": []}]
-            app.openapi_schema = doc
+            # How operations chain (create, then get/patch/command/delete that connector): see add_links.
+            app.openapi_schema = add_links(doc)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
