@@ -1,7 +1,8 @@
 """Operator fixtures: ``sluice operator`` as a subprocess on the session's control plane and process node.
 
 - ``sluice_operator`` (session): the operator running with the admin kubeconfig, Lease leader election in
-  ``default``, a 2 s status refresh, worker metrics off (every pod on the process node shares the host network).
+  ``default``, a 2 s status refresh, worker metrics and probes on (the process node gives each worker pod's
+  declared port a host port of its own, so workers do not collide on the shared host network).
   ``sluice_operator.log_tail()`` for failure messages.
 - :func:`operator_namespace`: the operator only watches namespaces matching ``op-*`` (so API tests elsewhere in
   the session never see its finalizer); operator test modules override ``namespace`` with it.
@@ -65,7 +66,7 @@ def start_operator(
         sys.executable, "-m", "sluice", "operator",
         "--kubeconfig", str(control_plane.kubeconfig_path),
         "--metrics-port", str(port), "--health-port", "0",
-        "--worker-metrics-port", "0", "--refresh-seconds", "2",
+        "--refresh-seconds", "2",
         "--lease-namespace", "default", "--worker-image", "sluice:test",
         "--namespace", namespace,
         *extra,

@@ -188,8 +188,6 @@ def run(args: argparse.Namespace) -> int:
                 "0",
                 "--health-port",
                 "0",
-                "--worker-metrics-port",
-                "0",
                 "--lease-namespace",
                 "default",
                 "--refresh-seconds",
