@@ -4,7 +4,8 @@ kubectl runs any ``kubectl-<name>`` on ``PATH`` as ``kubectl <name>``; this one 
 same kubeconfig (``KUBECONFIG``, ``--kubeconfig``) and acts on the same objects the REST API writes, so RBAC decides
 the same way for both:
 
-- ``status`` — a table of connectors: state, ready, lag, WAL retained, last error.
+- ``status`` — a table of connectors: state, ready, lag, WAL retained (of its budget, flagged when the SlotAtRisk
+  condition is True), last error.
 - ``tables <connector>`` — per-table progress from ``status.tables``.
 - ``logs <connector>`` — the worker pod's log, through the API server (``pods/log``).
 - ``pause`` / ``resume`` — set ``spec.disabled`` (as the REST API's Stop/Start do; the slot is kept).
@@ -75,14 +76,26 @@ def _lag(status: JsonObj) -> str | None:
 
 
 def _wal_retained(status: JsonObj) -> str | None:
-    """WAL the source keeps for the connector's slot: ``wal_retained_bytes`` when the status has it; while the
-    connector is disabled, the slot's lag the operator measured (the WAL piling up behind the stopped worker)."""
+    """WAL the source keeps for the connector's slot: ``wal_retained_bytes`` (the operator measures it) "of" the
+    budget in effect, then ``AT RISK`` while SlotAtRisk is True (with its reason when that is not the budget: a slot
+    the source has lost or is about to). Without a measurement, while the connector is disabled, the slot's lag the
+    operator measured (the WAL piling up behind the stopped worker)."""
+    text = None
     for field in ("wal_retained_bytes", "slot_retained_bytes"):
         if isinstance(status.get(field), int):
-            return human_bytes(status[field])
-    if _condition(status, "WalRetained").get("status") == "True" and isinstance(status.get("lag_bytes"), int):
-        return human_bytes(status["lag_bytes"])
-    return None
+            text = human_bytes(status[field])
+            break
+    else:
+        if _condition(status, "WalRetained").get("status") == "True" and isinstance(status.get("lag_bytes"), int):
+            text = human_bytes(status["lag_bytes"])
+    if text is not None and isinstance(status.get("wal_budget_bytes"), int):
+        text += f" of {human_bytes(status['wal_budget_bytes'])}"
+    risk = _condition(status, "SlotAtRisk")
+    if risk.get("status") == "True":
+        reason = risk.get("reason")
+        flag = "AT RISK" if reason in (None, "", "WalBudgetExceeded") else f"AT RISK: {reason}"
+        text = f"{text or '-'} ({flag})"
+    return text
 
 
 def _ready(status: JsonObj) -> str | None:
@@ -200,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kubectl sluice", description=__doc__.splitlines()[0] if __doc__ else None, parents=[common]
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    st = sub.add_parser("status", parents=[common], help="connectors with state, ready, lag, WAL retained, last error")
+    st = sub.add_parser(
+        "status", parents=[common], help="connectors with state, ready, lag, WAL retained of budget, last error"
+    )
     st.add_argument("-A", "--all-namespaces", action="store_true", help="connectors of every namespace")
     st.add_argument("-o", "--output", choices=["wide"], help="wide: full error messages")
     st.add_argument("connector", nargs="?", help="only this connector")

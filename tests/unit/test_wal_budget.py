@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from sluice import kubectl_plugin
 from sluice.models import ConnectorSpec
 from sluice.models.quantity import parse_byte_quantity
 from sluice.operator.conditions import Observed, SlotInfo, derive_status, wal_budget_bytes
@@ -213,3 +214,20 @@ def test_gauges_follow_status_and_are_forgotten() -> None:
     metrics.forget("ns", "c")
     assert sample("sluice_connector_wal_retained_bytes") is None
     assert sample("sluice_connector_wal_budget_bytes") is None
+
+
+# --- kubectl sluice status ----------------------------------------------------------------------------------------
+
+
+def test_kubectl_status_shows_retained_of_budget_and_flags_the_risk() -> None:
+    def row(spec: dict[str, Any], slot: SlotInfo) -> str:
+        cr = _cr(spec=spec)
+        cr["status"] = derive_status(Observed(cr=cr, pod=None, desired_replicas=0, now=NOW, slot=slot))
+        return kubectl_plugin.render_table(kubectl_plugin.STATUS_HEADERS, kubectl_plugin.status_rows([cr]))
+
+    at_risk = row({"disabled": True, "wal_budget": "1Mi"}, _slot(5 * MI))
+    assert "5.0 MiB of 1.0 MiB (AT RISK)" in at_risk
+    safe = row({"disabled": True, "wal_budget": "1Gi"}, _slot(5 * MI))
+    assert "5.0 MiB of 1.0 GiB" in safe and "AT RISK" not in safe
+    lost = row({"disabled": True}, SlotInfo(name="sluice_c", exists=True, lag_bytes=None, wal_status="lost"))
+    assert "(AT RISK: SlotLost)" in lost
