@@ -27,7 +27,7 @@ test: deps ## Install what the tests need, then run every test (unit, integratio
 ##@ Set-up
 
 .PHONY: deps
-deps: system-deps venv k8s-binaries helm mysql kafka ## Everything a fresh machine needs (idempotent; fast when already done)
+deps: system-deps venv k8s-binaries helm promtool mysql kafka ## Everything a fresh machine needs (idempotent; fast when already done)
 
 .PHONY: system-deps
 system-deps: ## PostgreSQL, pgcopydb, gcc and Python headers from Debian packages (as root, or with sudo)
@@ -58,6 +58,10 @@ k8s-binaries: ## Build etcd, kube-apiserver, -controller-manager, -scheduler and
 .PHONY: helm
 helm: ## Build helm v4 from the Go module proxy (cached), for the chart tests (tests/unit/test_helm.py)
 	bash hack/build-helm.sh
+
+.PHONY: promtool
+promtool: ## Build Prometheus' promtool from the Go module proxy (cached), for the alert tests (tests/unit/test_monitoring.py)
+	bash hack/build-promtool.sh
 
 ##@ Local cluster
 
