@@ -1,7 +1,9 @@
 """A kubectl-applied Connector with a webhook sink streams into a receiver: real control plane, operator, worker pod
-on the process node, real PostgreSQL, and a real HTTP receiver in the test process.
+on the process node, real PostgreSQL, and a real HTTPS receiver in the test process, whose certificate a CA of its
+own signed.
 
-What the user sees: the snapshot and then each change arrive at the receiver with the bearer token read from a
+What the user sees: the snapshot and then each change arrive at the receiver over TLS verified with the CA given in
+the spec (``ssl_root_cert``: the CRD keeps it and the worker pod trusts it) and with the bearer token read from a
 Secret, the status says Streaming/Ready with the at-least-once (idempotency keys) guarantee, the checkpoint lives in
 the ``<name>-checkpoint`` ConfigMap, and a deleted worker pod comes back without losing a change.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +22,7 @@ from sluice.devstack.processnode import ProcessNode
 from tests.support.cluster import poll
 from tests.support.operator import OperatorProcess, apply, connector_resource, operator_namespace, secret_resource
 from tests.support.pg import PgDatabase
-from tests.support.webhook import Receiver
+from tests.support.webhook import Receiver, TlsMaterial, make_tls
 
 pytestmark = pytest.mark.e2e
 
@@ -30,8 +33,13 @@ def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> It
 
 
 @pytest.fixture
-def hook() -> Iterator[Receiver]:
-    r = Receiver()
+def tls(tmp_path: Path) -> TlsMaterial:
+    return make_tls(tmp_path / "pki")
+
+
+@pytest.fixture
+def hook(tls: TlsMaterial) -> Iterator[Receiver]:
+    r = Receiver(tls)
     yield r
     r.close()
 
@@ -66,8 +74,10 @@ def test_kubectl_applied_webhook_connector_streams_into_a_receiver(
     namespace: str,
     source_db: PgDatabase,
     hook: Receiver,
+    tls: TlsMaterial,
 ) -> None:
     name = "hooked"
+    assert hook.url.startswith("https://")
     source_db.execute("CREATE TABLE orders (id bigint PRIMARY KEY, item text NOT NULL)")
     source_db.execute("INSERT INTO orders SELECT g, 'item-' || g FROM generate_series(1, 50) g")
     secret = secret_resource(f"{name}-creds", source_db, source_db)
@@ -81,6 +91,7 @@ def test_kubectl_applied_webhook_connector_streams_into_a_receiver(
             "auth": {"bearer": {"token_secret_ref": {"name": f"{name}-creds", "key": "sink"}}},
             "batch": {"max_batch_size": 20},
             "retry": {"initial_backoff_ms": 100, "max_backoff_ms": 1000},
+            "ssl_root_cert": tls.ca.cert_pem.decode(),
         }
     }
     connector["spec"].setdefault("limits", {})["cdc"] = {"flush_interval_ms": 100}
