@@ -4,6 +4,9 @@ PostgreSQL -> PostgreSQL (:mod:`.pipeline`) skips the neutral events where they 
 snapshot pipes binary COPY from the source straight into the sink (:mod:`.snapshot`), and runs of streamed inserts
 go from pgoutput tuples to COPY lines without being decoded (:mod:`.apply`, :mod:`.copytext`, a C speedup). It
 keeps every guarantee of the general flow: the same checkpoint in the sink's transaction, the same slot handling.
+
+MySQL -> PostgreSQL (:mod:`.mysql_pg`) is the general flow whose snapshot chunks go from the server's row packets
+to COPY text without the neutral model (a C speedup too).
 """
 
 from __future__ import annotations
@@ -25,4 +28,8 @@ def select(source: Source, sink: Sink) -> PipelineFactory | None:
 
         factory: Any = PgToPgPipeline
         return factory  # type: ignore[no-any-return]
+    if source.kind == "mysql" and sink.kind == "postgres":
+        from sluice.worker.fastpath.mysql_pg import MySqlToPgFlow
+
+        return MySqlToPgFlow
     return None

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ from sluice.worker.events import Op, RowChange, TableSchema
 from sluice.worker.sinks.postgres.ddl import SinkTable, ensure_key
 from sluice.worker.sinks.postgres.mergesql import key_match, masked_sets, on_conflict
 
-__all__ = ["RowApplier", "Target", "copy_rows", "stage_for", "upsert_rows"]
+__all__ = ["RowApplier", "Target", "copy_rows", "copy_text", "stage_for", "upsert_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,37 @@ def upsert_rows(conn: psycopg.Connection[Any], table: SinkTable, rows: Sequence[
         )
     )
     conn.execute(sql.SQL("TRUNCATE {}").format(stage))
+
+
+def copy_text(
+    conn: psycopg.Connection[Any],
+    table: SinkTable,
+    blocks: Iterable[tuple[bytes, int]],
+    *,
+    upsert: bool,
+    halted: Callable[[], bool],
+) -> int | None:
+    """COPY lines already in PostgreSQL's text format (``table``'s columns, in order), given as blocks with their row
+    counts; with ``upsert`` through the staging table, replacing rows whose key exists. The row count, or None when
+    ``halted`` said stop midway (what was written is the caller's to roll back)."""
+    keyed = upsert and bool(table.key)
+    into = stage_for(conn, table) if keyed else table.ident
+    cols = _col_list(table)
+    rows = 0
+    with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(into, cols)) as copy:
+        for data, n in blocks:
+            if halted():
+                return None
+            copy.write(data)
+            rows += n
+    if keyed:
+        conn.execute(
+            sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s} {a}").format(
+                t=table.ident, c=cols, s=into, a=on_conflict(table)
+            )
+        )
+        conn.execute(sql.SQL("TRUNCATE {}").format(into))
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------- change runs

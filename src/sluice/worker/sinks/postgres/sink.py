@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.adapt import PyFormat, Transformer
 
 from sluice.errors import SluiceError
 from sluice.models import Connector
@@ -37,7 +38,7 @@ from sluice.worker.drivers.postgres.errors import classify as classify_pg
 from sluice.worker.events import Change, Column, RowChange, SchemaChange, TableSchema, Truncate
 from sluice.worker.sinks.base import DeliveryGuarantee, Sink, SnapshotWriter
 from sluice.worker.sinks.postgres.ddl import SinkTable, ensure_key, ensure_schema, ensure_types, sink_columns
-from sluice.worker.sinks.postgres.rows import RowApplier, Target, copy_rows, upsert_rows
+from sluice.worker.sinks.postgres.rows import RowApplier, Target, copy_rows, copy_text, upsert_rows
 from sluice.worker.sinks.postgres.schema_change import apply_schema_change, backfill, finish_backfill
 from sluice.worker.sinks.postgres.state import StateStore
 from sluice.worker.sinks.postgres.types import pg_type, resolve_type, text_compare, user_enums
@@ -432,6 +433,29 @@ class PostgresSnapshotWriter(SnapshotWriter):
             upsert_rows(self.conn, target.view, mapped)
         else:
             copy_rows(self.conn, target.view, mapped)
+
+    def write_copy_text(
+        self, chunk: SnapshotChunk, blocks: Iterable[tuple[bytes, int]], halted: Callable[[], bool]
+    ) -> int | None:
+        """Rows of ``chunk`` already as text COPY lines of its target's columns (:attr:`Target.view`), in blocks
+        with their row counts (a fast path's snapshot); the row count, or None when ``halted`` midway."""
+        if self.conn.info.encoding != "utf-8":
+            self.conn.execute("SET client_encoding TO 'UTF8'")  # the lines are UTF-8, as psycopg's would be
+            self.conn.commit()
+        return copy_text(self.conn, self.sink.target(chunk.table).view, blocks, upsert=self.upsert, halted=halted)
+
+    def text_dumper(self) -> Callable[[Any], bytes | None]:
+        """A neutral value as :meth:`write` would put it in a text COPY line (unescaped; None for NULL)."""
+        tx = Transformer.from_context(self.conn)
+        formats = [PyFormat.TEXT]
+
+        def dump(value: Any) -> bytes | None:
+            if value is None:
+                return None
+            out = tx.dump_sequence((value,), formats)[0]
+            return None if out is None else bytes(out)
+
+        return dump
 
     def done(self, chunk: SnapshotChunk, rows: int) -> None:
         self.sink.state.mark_chunk_done(self.conn, chunk, rows)

@@ -10,6 +10,10 @@ Chunks: a keyed table is cut into primary-key ranges of about ``batch_rows`` row
 ``LIMIT 1 OFFSET n`` per boundary), the first and last ranges open-ended; a keyless table is one chunk. Bounds are
 JSON (key values tagged where JSON has no type for them), so a resumed snapshot re-reads exactly the unfinished
 ranges.
+
+Each chunk is read either as neutral rows (:meth:`MySqlSnapshot.read`, for any sink) or, for a PostgreSQL sink, as
+COPY text made straight from the server's row packets (:meth:`MySqlSnapshot.read_copy`, see :mod:`.copytext`):
+the same query on the same connections, so the same rows at the same consistent point.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -28,9 +32,10 @@ import pymysql.cursors
 from sluice.errors import SourceSetupError, TransientError
 from sluice.worker.events import TableSchema
 from sluice.worker.sources.base import SnapshotChunk, SnapshotSession
+from sluice.worker.sources.mysql.copytext import Fallback, column_kinds, read_copy_text
 from sluice.worker.sources.mysql.errors import classify, error_number
 from sluice.worker.sources.mysql.positions import MySqlPosition
-from sluice.worker.sources.mysql.types import Loader
+from sluice.worker.sources.mysql.types import ColumnInfo, Loader
 
 _PARSE_ERROR = 1064
 
@@ -152,10 +157,12 @@ class MySqlSnapshot(SnapshotSession):
         connect: Callable[[], Any],
         readers: list[Any],
         position: MySqlPosition | None,
+        infos: Callable[[str], list[ColumnInfo]] | None = None,
     ) -> None:
         self.database = database
         self._schemas = schemas
         self._loaders = loaders
+        self._infos = infos
         self._connect = connect
         self.position = position
         self._pool: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -179,27 +186,69 @@ class MySqlSnapshot(SnapshotSession):
             raise TransientError("a snapshot reader connection was lost; the snapshot is read again")
         return conn
 
-    def read(self, chunk: SnapshotChunk, batch_rows: int) -> Iterator[list[tuple[Any, ...]]]:
-        schema = self._schemas(chunk.table)
-        loaders = self._loaders(chunk.table)
+    def _select(self, chunk: SnapshotChunk, schema: TableSchema) -> tuple[str, list[Any]]:
         cols = ", ".join(qi(c) for c in schema.column_names)
         table = f"{qi(self.database)}.{qi(schema.table.name)}"
         where: str = "TRUE"
         params: list[Any] = []
         if schema.key and chunk.bounds:
             where, params = _where(schema.key, decode_key(chunk.bounds.get("lo")), decode_key(chunk.bounds.get("hi")))
+        return f"SELECT {cols} FROM {table} WHERE {where}", params
+
+    def read(self, chunk: SnapshotChunk, batch_rows: int) -> Iterator[list[tuple[Any, ...]]]:
+        schema = self._schemas(chunk.table)
+        loaders = self._loaders(chunk.table)
+        query, params = self._select(chunk, schema)
+        size = max(1, batch_rows)
+
+        def rows(cur: Any) -> Iterator[list[tuple[Any, ...]]]:
+            while True:
+                batch = cur.fetchmany(size)
+                if not batch:
+                    return
+                yield [tuple(load(v) for load, v in zip(loaders, row, strict=True)) for row in batch]
+
+        yield from self._reading(chunk, query, params, rows)
+
+    def read_copy(
+        self, chunk: SnapshotChunk, keep: Sequence[bool], dump: Callable[[int, Any], bytes | None]
+    ) -> Iterator[tuple[bytes, int]]:
+        """The chunk's rows as PostgreSQL text COPY blocks with their row counts (:mod:`.copytext`).
+
+        ``keep``: per schema column, whether the sink takes it (columns it lacks are left out of the lines).
+        ``dump(i, value)``: the sink's text of column ``i``'s neutral value (None for NULL), for the values the
+        compiled converter hands back (zero dates, long TIMEs, FLOAT...).
+        """
+        if self._infos is None:
+            raise RuntimeError("this snapshot session cannot read COPY text (no column descriptions)")
+        schema = self._schemas(chunk.table)
+        loaders = self._loaders(chunk.table)
+        infos = self._infos(chunk.table)
+        kinds, widths = column_kinds(infos, schema.columns, keep)
+        query, params = self._select(chunk, schema)
+
+        def blocks(cur: Any) -> Iterator[tuple[bytes, int]]:
+            converters = cur._result.converters  # PyMySQL's own (encoding, converter) per column, for fallbacks
+            fallbacks = tuple(
+                _fallback(i, converters[i], loaders[i], dump) if kind in b"dtzTf" else None
+                for i, kind in enumerate(kinds)
+            )
+            yield from read_copy_text(cur.connection, kinds, widths, fallbacks)
+
+        yield from self._reading(chunk, query, params, blocks)
+
+    def _reading(
+        self, chunk: SnapshotChunk, query: str, params: list[Any], results: Callable[[Any], Iterator[Any]]
+    ) -> Iterator[Any]:
+        """``results(cursor)`` of ``query`` run unbuffered on a pooled reader (returned to the pool when read to
+        the end; closed when abandoned, as its unread rows would block it)."""
         conn = self._take()
         finished = False
         try:
             cur = conn.cursor(pymysql.cursors.SSCursor)
             try:
-                cur.execute(f"SELECT {cols} FROM {table} WHERE {where}", params)
-                size = max(1, batch_rows)
-                while True:
-                    rows = cur.fetchmany(size)
-                    if not rows:
-                        break
-                    yield [tuple(load(v) for load, v in zip(loaders, row, strict=True)) for row in rows]
+                cur.execute(query, params)
+                yield from results(cur)
                 finished = True
             finally:
                 if finished:
@@ -222,3 +271,19 @@ class MySqlSnapshot(SnapshotSession):
         for conn in conns:
             with contextlib.suppress(Exception):
                 conn.close()
+
+
+def _fallback(
+    i: int, converter: tuple[str | None, Any], load: Loader, dump: Callable[[int, Any], bytes | None]
+) -> Fallback:
+    """Column ``i``'s raw value as the neutral path would see it (PyMySQL's decoding and converter, then the
+    column's loader), dumped by the sink."""
+    encoding, convert = converter
+
+    def fallback(raw: bytes) -> bytes | None:
+        value: Any = raw.decode(encoding) if encoding is not None else raw
+        if convert is not None:
+            value = convert(value)
+        return dump(i, load(value))
+
+    return fallback

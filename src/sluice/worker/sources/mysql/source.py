@@ -290,6 +290,10 @@ class MySqlSource(Source):
             self.schemas[label] = schema
         return schema
 
+    def column_infos(self, label: str) -> list[ColumnInfo]:
+        with self._lock:
+            return self.infos[label]
+
     def loaders(self, label: str) -> list[Loader]:
         with self._lock:
             return self._loaders[label]
@@ -334,6 +338,7 @@ class MySqlSource(Source):
             connect=self.connect,
             readers=readers,
             position=position,
+            infos=self.column_infos,
         )
 
     def open_snapshot(self) -> SnapshotSession:
