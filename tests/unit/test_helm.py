@@ -98,11 +98,15 @@ def test_chart_rbac_rules_equal_the_manifests() -> None:
             "metrics.podMonitor.enabled=true",
             "metrics.prometheusRule.enabled=true",
             "metrics.dashboard.enabled=true",
+            "metrics.serviceMonitor.enabled=true",
             "operator.watchNamespaces={a,b}",
+            "operator.workerSpillSize=500Mi",
             "api.auth.enabled=false",
+            "api.port=9000",
         ],
+        ["operator.metricsPort=0", "operator.healthPort=0", "metrics.serviceMonitor.enabled=true"],
     ],
-    ids=["defaults", "everything-on"],
+    ids=["defaults", "everything-on", "ports-off"],
 )
 def test_helm_lint_is_clean(sets: list[str]) -> None:
     argv = ["lint", "--strict", str(CHART)]
@@ -132,8 +136,12 @@ def test_default_render_is_the_kustomize_install() -> None:
         "--all-namespaces" in operator["args"] and "--worker-image=ghcr.io/sluice-dev/sluice:0.1.0" in operator["args"]
     )
     assert "--lag-threshold-bytes=1073741824" in operator["args"]
+    assert "--worker-spill-size=10Gi" in operator["args"]
+    assert [p["containerPort"] for p in operator["ports"]] == [9090, 8080]
+    assert operator["livenessProbe"]["httpGet"]["port"] == "health"
     api = _container(docs, "sluice-api")
     assert "--no-auth" not in api["args"]
+    assert "--port=8000" in api["args"] and api["ports"] == [{"name": "http", "containerPort": 8000}]
     assert all(d["metadata"].get("namespace") in (None, "sluice-system") for d in docs)
     binding = find(docs, "ClusterRoleBinding", "sluice-operator")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "sluice-operator", "namespace": "sluice-system"}]
@@ -177,3 +185,92 @@ def test_a_second_release_gets_its_own_cluster_scoped_names() -> None:
     assert out.returncode == 0, out.stderr
     names = {d["metadata"]["name"] for d in yaml.safe_load_all(out.stdout) if d and d["kind"].startswith("Cluster")}
     assert names and all(n.startswith("other-") for n in names)
+
+
+# -- commands, ports and worker defaults ------------------------------------------------------------------------
+
+
+def _entrypoint() -> list[str]:
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("ENTRYPOINT "):
+            entrypoint: list[str] = json.loads(line.removeprefix("ENTRYPOINT "))
+            return entrypoint
+    raise AssertionError("Dockerfile has no ENTRYPOINT")
+
+
+def _manifest_container(path: str) -> dict[str, Any]:
+    deployment = yaml.safe_load((ROOT / "manifests" / path).read_text())
+    container: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def test_pods_state_the_image_entrypoint_as_their_command() -> None:
+    # The process node runs `command` + `args` and ignores images: a pod relying on the ENTRYPOINT cannot run there.
+    docs = render()
+    entrypoint = _entrypoint()
+    assert entrypoint == ["sluice"]
+    for deployment, manifest, role in (
+        ("sluice-operator", "operator/deployment.yaml", "operator"),
+        ("sluice-api", "api/deployment.yaml", "api"),
+    ):
+        chart = _container(docs, deployment)
+        kustomize = _manifest_container(manifest)
+        assert chart["command"] == kustomize["command"] == entrypoint, deployment
+        assert chart["args"][0] == kustomize["args"][0] == role, deployment
+
+
+def test_ports_set_to_zero_are_off() -> None:
+    docs = render(
+        "operator.metricsPort=0", "operator.healthPort=0", "metrics.serviceMonitor.enabled=true", "api.port=9000"
+    )
+    operator = _container(docs, "sluice-operator")
+    assert "--metrics-port=0" in operator["args"] and "--health-port=0" in operator["args"]
+    assert "ports" not in operator and "livenessProbe" not in operator
+    template = find(docs, "Deployment", "sluice-operator")["spec"]["template"]
+    assert "annotations" not in template["metadata"]
+    # no metrics endpoint, nothing to monitor
+    assert not [d for d in docs if d["kind"] == "ServiceMonitor"]
+    assert not [d for d in docs if d["metadata"]["name"] == "sluice-operator-metrics"]
+    api = _container(docs, "sluice-api")
+    assert "--port=9000" in api["args"] and api["ports"] == [{"name": "http", "containerPort": 9000}]
+    service = find(docs, "Service", "sluice-api")
+    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http"}]
+
+
+def test_one_port_off_keeps_the_other() -> None:
+    operator = _container(render("operator.metricsPort=0"), "sluice-operator")
+    assert operator["ports"] == [{"name": "health", "containerPort": 8080}] and "livenessProbe" in operator
+    operator = _container(render("operator.healthPort=0"), "sluice-operator")
+    assert operator["ports"] == [{"name": "metrics", "containerPort": 9090}] and "livenessProbe" not in operator
+
+
+def test_worker_spill_size_reaches_the_operator() -> None:
+    operator = _container(render("operator.workerSpillSize=2Gi"), "sluice-operator")
+    assert "--worker-spill-size=2Gi" in operator["args"] and "--worker-spill-size=10Gi" not in operator["args"]
+
+
+def test_service_monitor_selects_the_operator_metrics_service() -> None:
+    docs = render(
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.serviceMonitor.labels.release=prometheus",
+        "metrics.serviceMonitor.interval=15s",
+        "operator.metricsPort=9191",
+        namespace="cdc",
+    )
+    assert not [d for d in docs if d["kind"] == "PodMonitor"]  # each monitor has its own switch
+    monitor = find(docs, "ServiceMonitor", "sluice-operator")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["cdc"]}
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "interval": "15s"}]
+    service = find(docs, "Service", "sluice-operator-metrics")
+    labels = service["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in monitor["spec"]["selector"]["matchLabels"].items())
+    # the API's Service is not selected: the API serves no Prometheus metrics
+    api_labels = find(docs, "Service", "sluice-api")["metadata"]["labels"]
+    assert not all(api_labels.get(k) == v for k, v in monitor["spec"]["selector"]["matchLabels"].items())
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9191, "targetPort": "metrics"}]
+    pod_labels = find(docs, "Deployment", "sluice-operator")["spec"]["template"]["metadata"]["labels"]
+    assert all(pod_labels.get(k) == v for k, v in service["spec"]["selector"].items())
+    port_names = [p["name"] for p in _container(docs, "sluice-operator")["ports"]]
+    assert "metrics" in port_names
