@@ -265,8 +265,8 @@ class Result:
 
 
 def default_streaming() -> int:
-    cores = os.cpu_count() or 2
-    return max(5, min(100, 12 * cores))
+    """As many workers as the process node schedules: it offers the host's cores, and a worker requests 100m."""
+    return max(5, min(100, 10 * (os.cpu_count() or 2)))
 
 
 def run(args: argparse.Namespace) -> Result:
@@ -502,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         "--streaming",
         type=int,
         default=default_streaming(),
-        help="K of them streaming, each a worker process with its own databases (default: 12 per core)",
+        help="K of them streaming, each a worker process with its own databases (default: 10 per core)",
     )
     parser.add_argument("--refresh-seconds", type=float, default=10.0, help="operator status refresh (its default)")
     parser.add_argument("--window", type=float, default=60.0, help="steady window measured, seconds")

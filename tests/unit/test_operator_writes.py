@@ -213,6 +213,10 @@ def test_index_keeps_only_metadata_of_secrets_the_operator_did_not_create() -> N
     assert children.index_entry("secrets", user) == {"metadata": {"name": "creds", "labels": {"team": "a"}}}
     ours = {"metadata": {"name": "cfg", "labels": {"app.kubernetes.io/managed-by": "sluice-operator"}}, "data": {}}
     assert children.index_entry("secrets", ours) == ours
+    sts = {"metadata": {"name": "s", "managedFields": [{"manager": "kopf"}]}, "spec": {"replicas": 1}, "status": {}}
+    assert children.index_entry("statefulsets", sts) == {"metadata": {"name": "s"}, "spec": {"replicas": 1}}
+    pod = {"metadata": {"name": "p"}, "status": {"phase": "Running"}}
+    assert children.index_entry("pods", pod) == pod
 
 
 # --- a whole pass against an in-memory apiserver ---------------------------------------------------------------

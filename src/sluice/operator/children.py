@@ -71,11 +71,16 @@ def _plain(value: Any) -> Any:
 
 
 def index_entry(plural: str, body: Mapping[str, Any]) -> JsonObj:
-    """What an index keeps of one object: all of it, except for Secrets the operator did not create (metadata)."""
+    """What an index keeps of one object: what a pass reads of it (no ``managedFields``; ``status`` of pods only),
+    and of Secrets the operator did not create only their metadata."""
     obj: JsonObj = _plain(body)
     meta = obj.get("metadata") or {}
     if plural == "secrets" and (meta.get("labels") or {}).get("app.kubernetes.io/managed-by") != MANAGED_BY:
         return {"metadata": {k: meta[k] for k in _META_KEYS if k in meta}}
+    # Nothing a pass reads, and most of the bytes: who wrote which field, and (except of pods) the status.
+    meta.pop("managedFields", None)
+    if plural != "pods":
+        obj.pop("status", None)
     return obj
 
 
