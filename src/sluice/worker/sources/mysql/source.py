@@ -1,7 +1,8 @@
 """The MySQL / MariaDB source behind :class:`~sluice.worker.sources.base.Source`.
 
 Parts: :mod:`.preflight` (settings and privileges, one fix each), :mod:`.types` (the type table and value
-loaders), :mod:`.snapshot` (the consistent point and key-range chunks), :mod:`.stream` (the binlog reader),
+loaders), :mod:`.snapshot` (the consistent point and key-range chunks), :mod:`.copytext` (chunks as PostgreSQL
+COPY text straight from the row packets, for the MySQL -> PostgreSQL fast path), :mod:`.stream` (the binlog reader),
 :mod:`.positions` (GTID set / MariaDB GTID / file+offset) and :mod:`.errors` (classification by error number).
 
 The connector's ``connection.database`` is the one database replicated (the namespace of every table); ``catalog``
