@@ -7,9 +7,11 @@ most ``lock_wait_timeout`` = 60 s for running statements). Every reader then see
 before the position the stream starts from, so nothing is lost or doubled between the snapshot and the stream.
 
 Chunks: a keyed table is cut into primary-key ranges of about ``batch_rows`` rows (keyset walk: one indexed
-``LIMIT 1 OFFSET n`` per boundary), the first and last ranges open-ended; a keyless table is one chunk. Bounds are
-JSON (key values tagged where JSON has no type for them), so a resumed snapshot re-reads exactly the unfinished
-ranges.
+``LIMIT 1 OFFSET n`` per boundary), the first and last ranges open-ended; smaller ones (not below
+``MIN_SPLIT_ROWS``) when that leaves readers idle, so a table of 1.5 ``batch_rows`` is not read as one big range
+and one half-size range on two of four readers (the server's row estimate decides); a keyless table is one
+chunk. Bounds are JSON (key values tagged where JSON has no type for them), so a resumed snapshot re-reads exactly
+the unfinished ranges.
 
 Each chunk is read either as neutral rows (:meth:`MySqlSnapshot.read`, for any sink) or, for a PostgreSQL sink, as
 COPY text made straight from the server's row packets (:meth:`MySqlSnapshot.read_copy`, see :mod:`.copytext`):
@@ -38,6 +40,8 @@ from sluice.worker.sources.mysql.positions import MySqlPosition
 from sluice.worker.sources.mysql.types import ColumnInfo, Loader
 
 _PARSE_ERROR = 1064
+#: ranges are not cut smaller than this to keep readers busy (each range is one query and one sink commit)
+MIN_SPLIT_ROWS = 10_000
 
 __all__ = ["MySqlSnapshot", "decode_key", "encode_key", "plan_table", "qi", "read_position"]
 
@@ -118,8 +122,9 @@ def _where(key: tuple[str, ...], lo: tuple[Any, ...] | None, hi: tuple[Any, ...]
     return (" AND ".join(parts) or "TRUE"), params
 
 
-def plan_table(cur: Any, database: str, schema: TableSchema, batch_rows: int) -> list[SnapshotChunk]:
-    """Primary-key ranges of about ``batch_rows`` rows (one chunk for a keyless table)."""
+def plan_table(cur: Any, database: str, schema: TableSchema, batch_rows: int, readers: int = 1) -> list[SnapshotChunk]:
+    """Primary-key ranges of about ``batch_rows`` rows, or of a ``readers``-th of the table when that is smaller
+    (not below :data:`MIN_SPLIT_ROWS`); one chunk for a keyless table."""
     label = schema.table.label
     if not schema.key:
         return [SnapshotChunk(label, 0, {})]
@@ -127,6 +132,15 @@ def plan_table(cur: Any, database: str, schema: TableSchema, batch_rows: int) ->
     table = f"{qi(database)}.{qi(schema.table.name)}"
     order = ", ".join(qi(k) for k in key)
     step = max(1, batch_rows)
+    if readers > 1 and step > MIN_SPLIT_ROWS:
+        cur.execute(
+            "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+            (database, schema.table.name),
+        )
+        row = cur.fetchone()
+        estimate = int(row[0] or 0) if row else 0
+        if estimate > 0:  # 0 or NULL: no statistics yet, nothing to split by
+            step = min(step, max(MIN_SPLIT_ROWS, -(-estimate // readers)))
     bounds: list[tuple[Any, ...]] = []
     last: tuple[Any, ...] | None = None
     while True:

@@ -387,7 +387,7 @@ class MySqlSource(Source):
             try:
                 with self.conn.cursor() as cur:
                     for schema in tables:
-                        chunks += plan_table(cur, self.database, schema, batch_rows)
+                        chunks += plan_table(cur, self.database, schema, batch_rows, self.snapshot_parallelism)
             except pymysql.err.MySQLError as exc:
                 raise classify(exc, "cannot plan the snapshot", self.settings) from exc
         return chunks
