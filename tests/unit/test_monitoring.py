@@ -448,3 +448,17 @@ def test_alerts_on_a_scenario_scraped_from_the_real_exporters(tmp_path: Path) ->
     }
     out = _test_rules(groups, suite, tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_cleared_status_field_leaves_no_stale_sample() -> None:
+    """A connector disabled at 900 s of lag has its lag cleared by the reconcile pass; a gauge that kept 900 would
+    keep SluiceConnectorLagHigh firing for as long as it stays disabled."""
+    metrics = OperatorMetrics()
+    running = {"state": "realtime", "lag_seconds": 900.0, "lag_bytes": 4096, "wal_retained_bytes": 8192}
+    metrics.observe("ns", "orders", running)
+    sample = metrics.registry.get_sample_value
+    assert sample("sluice_connector_lag_seconds", {"namespace": "ns", "connector": "orders"}) == 900.0
+    metrics.observe("ns", "orders", {**running, "state": "disabled", "lag_seconds": None, "lag_bytes": None})
+    assert sample("sluice_connector_lag_seconds", {"namespace": "ns", "connector": "orders"}) is None
+    assert sample("sluice_connector_lag_bytes", {"namespace": "ns", "connector": "orders"}) is None
+    assert sample("sluice_connector_wal_retained_bytes", {"namespace": "ns", "connector": "orders"}) == 8192

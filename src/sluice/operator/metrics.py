@@ -79,17 +79,16 @@ class OperatorMetrics:
             (self.rows_applied, "rows_applied"),
             (self.restarts, "restarts"),
             (self.wal_budget_bytes, "wal_budget_bytes"),
+            (self.wal_retained_bytes, "wal_retained_bytes"),
         ):
             value = status.get(field)
             if isinstance(value, int | float):
                 gauge.labels(*key).set(value)
-        retained = status.get("wal_retained_bytes")
-        if isinstance(retained, int | float):
-            self.wal_retained_bytes.labels(*key).set(retained)
-        else:
-            # No slot (dropped, lost, or not yet made): no sample rather than a stale one or a false 0.
-            with contextlib.suppress(KeyError):
-                self.wal_retained_bytes.remove(*key)
+            else:
+                # Unknown or cleared (a disabled connector has no lag; a dropped or lost slot retains nothing we can
+                # measure): no sample rather than a stale one — a frozen lag would keep an alert firing — or a false 0.
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*key)
         ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
         self.ready.labels(*key).set(1 if ready.get("status") == "True" else 0)
         self.errors.labels(*key).set(1 if status.get("last_error") else 0)
