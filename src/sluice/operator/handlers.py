@@ -28,6 +28,7 @@ from sluice.k8s.jsonclient import KubeError, api_path
 from sluice.models.resource import GROUP, PLURAL, VERSION
 from sluice.operator import naming, sourcedb
 from sluice.operator.children import INDEXED, MANAGED_BY, IndexView, index_entry
+from sluice.operator.login import login
 from sluice.operator.reconcile import OperatorSettings, Reconciler
 
 __all__ = ["build_registry", "configure_kopf"]
@@ -60,9 +61,8 @@ def build_registry(rec: Reconciler, operator: OperatorSettings) -> kopf.Operator
     registry = kopf.OperatorRegistry()
     resource = (GROUP, VERSION, PLURAL)
 
-    @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    # ServiceAccount, else kubeconfig, including a user's tokenFile (kopf alone would ignore it: login.py).
+    kopf.on.login(registry=registry)(login)
 
     _register_indexes(registry)
 
