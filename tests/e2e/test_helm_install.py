@@ -2,12 +2,12 @@
 
 - Every object is accepted by the apiserver, and the RBAC it grants lets the operator do its work — including
   granting a worker's Role (the RBAC escalation check); pod replicas 0.
-- The chart's own operator pod, run by the process node under the chart's ServiceAccount and RBAC, takes a
-  PostgreSQL → PostgreSQL Connector to Streaming with the source's rows, and later changes, in the sink: the same
+- The chart's own operator and API pods, run by the process node under the chart's ServiceAccounts and RBAC, take
+  a PostgreSQL → PostgreSQL Connector to Streaming with the source's rows, and later changes, in the sink: the same
   result as the operator e2e (tests/e2e/test_operator.py), which runs the operator as a local process instead.
   This works because the chart states the container ``command`` (the process node ignores images and their
-  ENTRYPOINT). It watches only the test's namespace (a session operator may watch others), and its ports are free
-  ones or off: every pod on the process node shares the host network.
+  ENTRYPOINT). The operator watches only the test's namespace (a session operator may watch others); the chart's
+  ports stay as they are, the process node maps each pod's declared ports to host ports of its own.
 """
 
 from __future__ import annotations
