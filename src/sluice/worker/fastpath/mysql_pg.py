@@ -5,7 +5,8 @@ Each chunk's rows go from the server's text-protocol packets to PostgreSQL text 
 values whose text differs between the two servers go through the column's fallback, which is the neutral path
 itself (PyMySQL's converter, the source's loader, the sink's psycopg dumper), so the sink holds byte-for-byte what
 the general flow writes. Chunks, the consistent point, resume by chunk and the stream are the general flow's, on
-the same source and sink objects. ``SLUICE_FASTPATH=off`` runs the general flow instead.
+the same source and sink objects. ``SLUICE_FASTPATH=off`` runs the general flow instead, and so does a build
+without the C speedup (the Python reference of the loop is there for tests, slower than the neutral path).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sluice.worker.flow import Flow
 from sluice.worker.sinks.base import SnapshotWriter
 from sluice.worker.sinks.postgres.sink import PostgresSink, PostgresSnapshotWriter
 from sluice.worker.sources.base import SnapshotChunk, SnapshotSession
+from sluice.worker.sources.mysql import copytext
 from sluice.worker.sources.mysql.snapshot import MySqlSnapshot
 
 __all__ = ["MySqlToPgFlow"]
@@ -35,7 +37,8 @@ class MySqlToPgFlow(Flow):
     ) -> int | None:
         sink = self.sink
         if not (
-            isinstance(session, MySqlSnapshot)
+            copytext.SPEEDUPS
+            and isinstance(session, MySqlSnapshot)
             and isinstance(writer, PostgresSnapshotWriter)
             and isinstance(sink, PostgresSink)
         ):
