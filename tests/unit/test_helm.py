@@ -168,6 +168,7 @@ def test_values_turn_on_namespaces_no_auth_and_monitoring() -> None:
 
     monitor = find(docs, "PodMonitor", "sluice")
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["cdc", "a", "b"]}
+    assert all(e["honorLabels"] is True for e in monitor["spec"]["podMetricsEndpoints"])
     rules = find(docs, "PrometheusRule", "sluice")
     source = yaml.safe_load((ROOT / "deploy" / "monitoring" / "prometheus-rules.yaml").read_text())
     assert rules["spec"] == source["spec"]  # alert templates such as {{ $labels.connector }} are left to Prometheus
@@ -262,7 +263,8 @@ def test_service_monitor_selects_the_operator_metrics_service() -> None:
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["cdc"]}
-    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "interval": "15s"}]
+    # honorLabels: the series' namespace label is the connector's, not the operator's
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "interval": "15s", "honorLabels": True}]
     service = find(docs, "Service", "sluice-operator-metrics")
     labels = service["metadata"]["labels"]
     assert all(labels.get(k) == v for k, v in monitor["spec"]["selector"]["matchLabels"].items())
