@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from sluice.api.access import require
 from sluice.api.body import read_json
 from sluice.api.ids import DNS_LABEL_RULE, is_dns_label
 from sluice.api.schemas import ERRORS, REF, json_response
@@ -67,6 +68,7 @@ async def resolve_caller(request: Request, body: Any, namespace: str | None) -> 
 @router.post(
     "/source",
     summary="List a source's tables",
+    dependencies=[require("create", "get")],
     description="Connects to the source and lists its schemas, tables, columns (the source's type, Sluice's "
     "logical type, nullability), keys, and whether each table and column would be replicated under the "
     "source's `catalog` (and its publication, when `publication_name` is set). The body is a source, e.g. "

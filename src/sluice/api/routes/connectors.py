@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from sluice.api.access import require
 from sluice.api.body import JSON, MERGE_PATCH, read_json
 from sluice.api.dryrun import DryRunKube
 from sluice.api.ids import DNS_LABEL_RULE, check_id
@@ -81,6 +82,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     "/connectors",
     status_code=201,
     summary="Create a new connector",
+    dependencies=[require("create")],
     description="The server generates the id (a DNS-1123 label such as c-k3v9x0q2ab), ignoring the body's id, "
     "which the schema still requires: send any placeholder, e.g. an empty string. Inline credentials are stored "
     "in the Secret <id>-credentials and the connector refers to them by *_secret_ref. A source or sink kind this "
@@ -110,6 +112,7 @@ async def create_connector(request: Request, namespace: Namespace = None, dry_ru
 @router.get(
     "/connectors",
     summary="List connectors",
+    dependencies=[require("list")],
     response_class=Response,
     responses={200: json_response(ConnectorList, "The connectors of the namespace."), **_errors()},
 )
@@ -124,6 +127,7 @@ async def list_connectors(request: Request, namespace: Namespace = None) -> Resp
 @router.post(
     "/connectors/{id}",
     summary="Create or replace a connector",
+    dependencies=[require("create", "update", named=True)],
     description="The path id wins over the body's id. 201 when created, 200 when replaced (or dry_run=true).",
     response_class=Response,
     responses={
@@ -158,6 +162,7 @@ async def put_connector(
 @router.get(
     "/connectors/{id}",
     summary="Get a connector",
+    dependencies=[require("get", named=True)],
     response_class=Response,
     responses={200: json_response(ConnectorResponse, "The connector."), **_errors(404)},
 )
@@ -172,6 +177,7 @@ async def get_connector(request: Request, id: ConnectorId, namespace: Namespace 
 @router.patch(
     "/connectors/{id}",
     summary="Update a connector with a JSON merge patch",
+    dependencies=[require("patch", named=True)],
     description="RFC 7396 merge patch (application/merge-patch+json or application/json). Changing the "
     "source/sink kind or the connection's host, port or database is refused with 422.",
     response_class=Response,
@@ -201,6 +207,7 @@ async def patch_connector(
     "/connectors/{id}",
     status_code=204,
     summary="Delete a connector",
+    dependencies=[require("delete", named=True)],
     description="Same as the Delete command. The credentials Secret is removed by Kubernetes after the connector.",
     response_class=Response,
     responses={204: {"description": "Deletion started."}, **_errors(404)},
@@ -218,6 +225,7 @@ async def delete_connector(request: Request, id: ConnectorId, namespace: Namespa
     "/connector/command/{id}",
     status_code=202,
     summary="Send a command to a connector",
+    dependencies=[require("patch", "delete", named=True)],
     description=(
         "Start / Stop: set spec.disabled false / true, nothing else (Stop keeps the replication slot, so the source "
         "retains WAL). Restart: the operator restarts the worker. ReIntialize (sic, as in the reference API): the "
@@ -249,6 +257,7 @@ async def command_connector(request: Request, id: ConnectorId, namespace: Namesp
 @router.get(
     "/connector/history/{id}",
     summary="Status events of a connector",
+    dependencies=[require("get", named=True)],
     response_class=Response,
     responses={
         200: json_response(HistoryList, "Events, oldest first; [] until the operator records any."),

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from sluice.api.access import require
 from sluice.api.body import read_json
 from sluice.api.routes.catalog import Namespace, check_body_doc, errors, resolve_caller
 from sluice.api.schemas import json_response
@@ -34,6 +35,7 @@ def _result(result: ValidationResult) -> Response:
 @router.post(
     "/source",
     summary="Validate a source",
+    dependencies=[require("create", "get")],
     description="The same checks the worker runs before it starts: connection (reachability, TLS, "
     "authentication), server version, wal_level, replication slots and WAL senders, the REPLICATION privilege, "
     "the named publication, the catalog's tables and their keys. " + _COMMON,
@@ -53,6 +55,7 @@ async def validate_source(request: Request, namespace: Namespace = None) -> Resp
 @router.post(
     "/sink",
     summary="Validate a sink",
+    dependencies=[require("create", "get")],
     description="The same checks the worker runs before it starts: connection (reachability, TLS, "
     "authentication) and the rights to create Sluice's state schema and the target schema and tables. " + _COMMON,
     response_class=Response,
@@ -71,6 +74,7 @@ async def validate_sink(request: Request, namespace: Namespace = None) -> Respon
 @router.post(
     "/buffer",
     summary="Validate a buffer",
+    dependencies=[require("create", "get")],
     description="Checks the buffer's fields. No sink of this version of Sluice stages data in an object store "
     "yet, so the store itself is not contacted: its connection check says `skipped`, and why. " + _COMMON,
     response_class=Response,
