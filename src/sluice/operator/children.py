@@ -158,7 +158,7 @@ class IndexView:
         return self._memo.newer(plural, namespace, name, cached)
 
     def wrote(self, plural: str, obj: JsonObj) -> None:
-        self._memo.put(plural, obj)
+        self._memo.put(plural, index_entry(plural, obj))  # as the index would keep it (no managedFields)
 
     def dropped(self, plural: str, namespace: str, name: str) -> None:
         self._memo.put(plural, None, namespace, name)
