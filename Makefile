@@ -12,6 +12,9 @@ K8S_BIN := $(SLUICE_CACHE)/k8s/$(K8S_VERSION)/bin
 export K8S_VERSION SLUICE_CACHE
 IMAGE ?= sluice:dev
 PYTEST_ARGS ?=
+# Test files run on this many pytest-xdist workers (each file on one worker, each worker with its own session
+# servers): most of a file's time is spent waiting on servers, so two workers pay even on two cores. 0: serial.
+PYTEST_WORKERS ?= 2
 
 ##@ Main jobs
 
@@ -22,7 +25,7 @@ dev: deps ## Local control plane, process node, two sample databases, operator, 
 .PHONY: test
 test: deps ## Install what the tests need, then run every test (unit, integration, e2e) and the drift checks
 	$(MAKE) --no-print-directory check-generated lint
-	PATH="$(CURDIR)/$(VENV)/bin:$(K8S_BIN):$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(VENV)/bin:$(K8S_BIN):$$PATH" $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 ##@ Set-up
 
