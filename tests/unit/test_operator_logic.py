@@ -67,6 +67,25 @@ def _cond(status: dict[str, Any], ctype: str) -> dict[str, Any]:
     return next(c for c in status["conditions"] if c["type"] == ctype)
 
 
+def test_a_retrying_worker_whose_readiness_fails_says_what_it_retries() -> None:
+    """A running worker that retries a sink failure answers /readyz with 503, so its pod is not Ready: the condition
+    names the failure instead of "starting"."""
+    from sluice.errors import TransientError
+
+    err = TransientError("sink refused the connection: connection reset", fix="Check the sink is up.").as_dict()
+    cr = _cr(status=_reported("realtime", "retry", last_error=err))
+    pod = _pod()
+    pod["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    ready = _cond(derive_status(Observed(cr=cr, pod=pod, desired_replicas=1, now=NOW)), "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "WorkerRetrying"
+    assert "connection reset" in ready["message"] and "Check the sink is up." in ready["message"]
+    # the same pod while the worker has not reported a retry is still just starting
+    cr = _cr(status=_reported("initialize", "start"))
+    assert _cond(derive_status(Observed(cr=cr, pod=pod, desired_replicas=1, now=NOW)), "Ready")["reason"] == (
+        "WorkerStarting"
+    )
+
+
 def test_streaming_worker_is_ready_and_streaming() -> None:
     cr = _cr(status=_reported("realtime", "start", lag_bytes=2048))
     out = derive_status(Observed(cr=cr, pod=_pod(), desired_replicas=1, now=NOW))

@@ -275,8 +275,9 @@ def probes() -> JsonObj:
 
     - startup: the HTTP server answers within 2 minutes of the container start (an interpreter on a busy node can
       be slow to import); it gates the others, so liveness needs no initial delay.
-    - liveness: ``/healthz`` failing 3 times 10 s apart (or not answering within 5 s: a stopped or deadlocked
-      process) restarts the container. The worker bounds its own loop's silence by phase (an hour before streaming,
+    - liveness: ``/healthz`` failing 6 times 10 s apart (or not answering within 10 s: a stopped or deadlocked
+      process) restarts the container — a minute, so a node whose CPUs are saturated (a busy test machine, a noisy
+      neighbour) slows the answer without getting a healthy worker killed. The worker bounds its own loop's silence by phase (an hour before streaming,
       5 minutes while streaming), so a long snapshot chunk or a quiet source never fails it. The kill gets 10 s,
       not the pod's grace period: a wedged loop does not flush on SIGTERM, and positions advance only once durable,
       so nothing is lost by not waiting.
@@ -290,8 +291,9 @@ def probes() -> JsonObj:
         "startupProbe": {**http("/healthz"), "periodSeconds": 2, "failureThreshold": 60},
         "livenessProbe": {
             **http("/healthz"),
+            "timeoutSeconds": 10,
             "periodSeconds": 10,
-            "failureThreshold": 3,
+            "failureThreshold": 6,
             "terminationGracePeriodSeconds": 10,
         },
         "readinessProbe": {**http("/readyz"), "periodSeconds": 5, "failureThreshold": 3},

@@ -318,6 +318,10 @@ def derive_status(obs: Observed) -> JsonObj:
                 f"The worker exited (code {code}) {restarts} time(s) and is restarted with a growing "
                 f"back-off. {_error_text(last_error) or 'Read the worker log for the cause.'}"
             )
+        elif not pod_ready and run_type == "retry":
+            # The worker is up but its readiness probe fails while it retries: say what it retries, not "starting".
+            reason = "WorkerRetrying"
+            message = f"The worker is retrying. {_error_text(last_error) or 'Read the worker log for the cause.'}"
         elif not pod_ready:
             reason, message = "WorkerStarting", "The worker pod is starting."
         elif worker_state not in ("snapshot", "realtime"):
