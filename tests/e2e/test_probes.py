@@ -155,7 +155,7 @@ def test_frozen_worker_is_restarted_by_its_liveness_probe_with_nothing_lost(
 
     cs = poll(
         restarted,
-        timeout=120,
+        timeout=240,  # 6 failed probes 10 s apart, each waiting up to 10 s, then a 10 s kill grace
         message="the frozen worker restarted by its liveness probe",
         describe=lambda: _describe(control_plane, process_node, sluice_operator, namespace, name),
     )
