@@ -79,11 +79,16 @@ def test_a_retrying_worker_whose_readiness_fails_says_what_it_retries() -> None:
     ready = _cond(derive_status(Observed(cr=cr, pod=pod, desired_replicas=1, now=NOW)), "Ready")
     assert ready["status"] == "False" and ready["reason"] == "WorkerRetrying"
     assert "connection reset" in ready["message"] and "Check the sink is up." in ready["message"]
-    # the same pod while the worker has not reported a retry is still just starting
+    # the same pod while its worker reports it creates its slot is initializing, not starting
     cr = _cr(status=_reported("initialize", "start"))
-    assert _cond(derive_status(Observed(cr=cr, pod=pod, desired_replicas=1, now=NOW)), "Ready")["reason"] == (
-        "WorkerStarting"
-    )
+    ready = _cond(derive_status(Observed(cr=cr, pod=pod, desired_replicas=1, now=NOW)), "Ready")
+    assert ready["reason"] == "Initializing" and "initialize" in ready["message"]
+    # and before any report, or with a stale one from an earlier pod, it is starting
+    for status in ({}, _reported("realtime", "start", reported_at="2026-11-26T11:00:00Z")):
+        cr = _cr(status=status)
+        assert _cond(derive_status(Observed(cr=cr, pod=pod, desired_replicas=1, now=NOW)), "Ready")["reason"] == (
+            "WorkerStarting"
+        )
 
 
 def test_streaming_worker_is_ready_and_streaming() -> None:

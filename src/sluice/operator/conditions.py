@@ -322,6 +322,10 @@ def derive_status(obs: Observed) -> JsonObj:
             # The worker is up but its readiness probe fails while it retries: say what it retries, not "starting".
             reason = "WorkerRetrying"
             message = f"The worker is retrying. {_error_text(last_error) or 'Read the worker log for the cause.'}"
+        elif running and fresh and worker_state not in (None, "snapshot", "realtime"):
+            # Its readiness probe answers 503 outside snapshot and streaming, so the pod is not Ready while the
+            # worker, say, waits for open transactions to create its slot: name that state, not "starting".
+            reason, message = "Initializing", f"Worker state: {worker_state}."
         elif not pod_ready:
             reason, message = "WorkerStarting", "The worker pod is starting."
         elif worker_state not in ("snapshot", "realtime"):
