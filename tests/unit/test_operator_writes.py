@@ -175,6 +175,16 @@ def test_covers_ignores_server_defaults_but_not_changes() -> None:
     assert not _covers({}, {"stringData": {"k": "body"}})
 
 
+@pytest.mark.parametrize(
+    ("asked", "stored"), [("1.5Gi", "1536Mi"), ("1e9", "1G"), ("1073741824", "1Gi"), ("10Gi", "10Gi"), ("750k", "750k")]
+)
+def test_a_quantity_the_apiserver_respelled_is_still_covered(asked: str, stored: str) -> None:
+    """--worker-spill-size 1.5Gi reads back as 1536Mi: compared as text, every pass re-patched every StatefulSet."""
+    volume = {"volumes": [{"name": "spill", "emptyDir": {"sizeLimit": stored}}]}
+    assert _covers(volume, {"volumes": [{"name": "spill", "emptyDir": {"sizeLimit": asked}}]})
+    assert not _covers(volume, {"volumes": [{"name": "spill", "emptyDir": {"sizeLimit": "2Gi"}}]})
+
+
 # --- the watch cache and the memo of our own writes --------------------------------------------------------------
 
 

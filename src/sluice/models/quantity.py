@@ -11,6 +11,7 @@ with the fix, so a spec never means something other than what it reads as. The C
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Annotated
 
 from pydantic import AfterValidator, Field
@@ -81,3 +82,28 @@ ByteQuantity = Annotated[
         }
     ),
 ]
+
+
+_ANY_QUANTITY = re.compile(
+    r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?"
+)
+_SCALES = {
+    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+    **{s: Decimal(10) ** e for s, e in (("n", -9), ("u", -6), ("m", -3), ("k", 3), ("M", 6), ("G", 9), ("T", 12))},
+    "P": Decimal(10) ** 15,
+    "E": Decimal(10) ** 18,
+}
+
+
+def quantity_value(text: str) -> Decimal | None:
+    """The value of any Kubernetes quantity (``1.5Gi``, ``1e9``, ``100m``), or None when ``text`` is not one.
+
+    The apiserver stores quantities in a canonical spelling (``1.5Gi`` comes back as ``1536Mi``), so what the operator
+    asked for and what it reads back are compared by value, not as text."""
+    match = _ANY_QUANTITY.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        return None
+    number, suffix = Decimal(match.group(1)), match.group(2) or ""
+    if suffix[:1] in ("e", "E") and suffix not in _SCALES:
+        return number * Decimal(10) ** int(suffix[1:])
+    return number * _SCALES.get(suffix, Decimal(1))

@@ -30,6 +30,7 @@ from sluice.errors import ConflictError, SluiceError
 from sluice.k8s.jsonclient import JsonClient, KubeError, api_path
 from sluice.kinds import unavailable_kinds
 from sluice.models import secret_access
+from sluice.models.quantity import quantity_value
 from sluice.models.resource import API_VERSION, KIND
 from sluice.operator import builders, conditions, naming, sourcedb
 from sluice.operator.children import ApiView, ChildView, WriteMemo
@@ -493,7 +494,8 @@ def _covers(existing: Any, desired: Any) -> bool:
     """Whether merge-patching ``desired`` onto ``existing`` would change nothing the builders set.
 
     Fields the apiserver defaults (a container's ``imagePullPolicy``...) are not in ``desired`` and so are ignored;
-    lists must match item by item. A Secret's ``stringData`` is write-only: it is compared with ``data``.
+    lists must match item by item. A Secret's ``stringData`` is write-only: it is compared with ``data``; a
+    ``sizeLimit`` by its value (the apiserver rewrites quantities in canonical form).
     """
     if isinstance(desired, dict):
         if not isinstance(existing, dict):
@@ -511,6 +513,11 @@ def _covers(existing: Any, desired: Any) -> bool:
                 continue
             if value is None:
                 if existing.get(key) is not None:
+                    return False
+            elif key == "sizeLimit" and isinstance(value, str):
+                # stored in the apiserver's canonical spelling (1.5Gi reads back as 1536Mi): compare values
+                have = quantity_value(existing.get(key) or "")
+                if have is None or have != quantity_value(value):
                     return False
             elif not _covers(existing.get(key), value):
                 return False
