@@ -144,3 +144,38 @@ def test_a_driver_failure_without_a_class_is_a_failed_check_not_a_500() -> None:
 
     built = _run_checks("sink", "postgres", cannot_build)
     assert [(c.name, c.status) for c in built.checks] == [("configuration", "failed")]
+
+
+@pytest.mark.parametrize(
+    ("part", "body", "field"),
+    [
+        ("sink", {"webhook": {"url": "https://hooks.example/in", "ssl_root_cert": "/etc/shadow"}}, "ssl_root_cert"),
+        (
+            "source",
+            {
+                "postgres": {
+                    "connection": CONN | {"ssl_mode": "VerifyCa", "ssl_root_cert": "/var/run/secrets/ca.crt"},
+                    "replication_type": {"snapshot": {}},
+                }
+            },
+            "ssl_root_cert",
+        ),
+    ],
+)
+def test_a_certificate_path_is_not_read_by_the_api(
+    service: ValidationService, part: str, body: dict[str, Any], field: str
+) -> None:
+    """validate/catalog build the source or sink inside the API pod: a path would make it read (and reveal whether
+    there is) any file of that pod. PEM text is taken; a path is for the worker."""
+    parse = service.sink_connector if part == "sink" else service.source_connector
+    with pytest.raises(ConfigError) as info:
+        parse(CALLER, body)
+    [detail] = info.value.details
+    assert detail.loc[0] == part and detail.loc[-1] == field and "PEM" in detail.fix
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    kind = next(iter(body))
+    if part == "sink":
+        ok = {kind: body[kind] | {field: pem}}
+    else:
+        ok = {kind: body[kind] | {"connection": body[kind]["connection"] | {field: pem}}}
+    assert parse(CALLER, ok) is not None

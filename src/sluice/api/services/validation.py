@@ -202,6 +202,43 @@ def _no_placeholders(model: BaseModel, prefix: str | None) -> None:
         )
 
 
+#: Certificate and key fields that take PEM text or the path of a file the worker reads.
+_FILE_FIELDS = frozenset({"ssl_root_cert", "ssl_cert", "ssl_key", "ca_file"})
+
+
+def _file_paths(value: Any, path: list[str | int]) -> Iterator[list[str | int]]:
+    if isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            field = getattr(value, name)
+            if name in _FILE_FIELDS and field is not None:
+                text = field.get_secret_value() if hasattr(field, "get_secret_value") else field
+                if isinstance(text, str) and "-----BEGIN" not in text:
+                    yield [*path, name]
+            else:
+                yield from _file_paths(field, [*path, name])
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _file_paths(item, [*path, i])
+
+
+def _no_file_paths(model: BaseModel, prefix: str | None) -> None:
+    """Refuse a certificate or key given as a file path: the API would read that path inside its own pod (a caller
+    could probe which files exist there). The worker reads paths in its pod; through the API, send the PEM text."""
+    bad = list(_file_paths(model, [prefix] if prefix else []))
+    if bad:
+        raise ConfigError(
+            "a certificate or key is given as a file path, which the API does not read",
+            details=[
+                ErrorDetail(
+                    loc,
+                    "a file path; checks and catalogs through the API take only PEM text",
+                    f"Send the PEM text (-----BEGIN ...) in {loc[-1]}; a path is read only by the worker, in its pod.",
+                )
+                for loc in bad
+            ],
+        )
+
+
 def _require_object(body: Any, what: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ConfigError(
@@ -273,6 +310,7 @@ class ValidationService:
             check_no_placeholders(model)
         else:
             _no_placeholders(model, prefix)
+        _no_file_paths(model, prefix)
         refs = [(path, ref) for path, _, ref in iter_secrets(model) if ref is not None]
         if not refs:
             return model
