@@ -1,6 +1,6 @@
 -- Argo CD health check for sluice.dev/Connector (argocd-cm: resource.customizations.health.sluice.dev_Connector).
 -- Reads only what the Sluice operator writes: metadata.deletionTimestamp, spec.disabled, status.observedGeneration
--- and the Ready / Snapshotting conditions (reasons from src/sluice/operator/conditions.py).
+-- and the Ready / Snapshotting / SlotAtRisk conditions (reasons from src/sluice/operator/conditions.py).
 local hs = {}
 
 local function condition(ctype)
@@ -20,6 +20,14 @@ local starting = { WorkerPending = true, WorkerStarting = true, Initializing = t
 if obj.metadata ~= nil and obj.metadata.deletionTimestamp ~= nil then
   hs.status = "Progressing"
   hs.message = "Deleting: the operator drops the replication slot and publication Sluice created, then the worker."
+  return hs
+end
+
+-- A slot past its WAL budget fills the source's disk whether or not the connector is paused: say so first.
+local risk = condition("SlotAtRisk")
+if risk ~= nil and risk.status == "True" then
+  hs.status = "Degraded"
+  hs.message = (risk.reason or "SlotAtRisk") .. ": " .. (risk.message or "")
   return hs
 end
 

@@ -169,6 +169,33 @@ def test_disabled_connector_is_suspended_and_says_wal_is_retained() -> None:
     assert "c_slot" in out["message"] and "5.0 MiB" in out["message"]
 
 
+def test_a_slot_past_its_budget_is_degraded_even_while_paused() -> None:
+    """Suspended would hide the one thing that can hurt a paused connector's source: a slot filling its disk."""
+    cr = connector(
+        WorkerStatus("c", "r", state="realtime"),
+        disabled=True,
+        slot=SlotInfo("c_slot", exists=True, lag_bytes=5 << 20, wal_status="reserved"),
+    )
+    cr["spec"]["wal_budget"] = "1Mi"
+    derived = derive_status(
+        Observed(cr=cr, pod=None, desired_replicas=0, now=NOW, slot=SlotInfo("c_slot", True, False, 5 << 20))
+    )
+    cr["status"] = {**cr["status"], **derived}
+    risk = next(c for c in cr["status"]["conditions"] if c["type"] == "SlotAtRisk")
+    assert risk["status"] == "True", risk
+    out = health(cr)
+    assert out["status"] == "Degraded" and out["message"].startswith(risk["reason"]) and "c_slot" in out["message"]
+    # within budget it is Suspended again
+    cr["spec"]["wal_budget"] = "1Gi"
+    cr["status"] = {
+        **cr["status"],
+        **derive_status(
+            Observed(cr=cr, pod=None, desired_replicas=0, now=NOW, slot=SlotInfo("c_slot", True, False, 5 << 20))
+        ),
+    }
+    assert health(cr)["status"] == "Suspended"
+
+
 def test_deleting_connector_is_progressing() -> None:
     cr = connector(WorkerStatus("c", "r", state="realtime"), pod=_pod())
     cr["metadata"]["deletionTimestamp"] = "2026-11-26T12:00:00Z"
