@@ -3,10 +3,12 @@ and each converter must give what the neutral path gives for canonical values (a
 
 from __future__ import annotations
 
+import io
 import random
 from collections.abc import Callable
 from typing import Any
 
+import pymysql
 import pytest
 
 from sluice.worker.sources.mysql import copytext
@@ -17,6 +19,7 @@ from sluice.worker.sources.mysql.copytext import (
     ROWS_NEED_MORE,
     py_mysql_copy_row,
     py_mysql_copy_rows,
+    read_copy_text,
 )
 
 ROWS = [pytest.param(py_mysql_copy_rows, id="python")]
@@ -164,3 +167,66 @@ def test_random_rows_agree() -> None:
         stream = b"".join(packet(payload(values), i) for i in range(3)) + packet(EOF_PACKET, 3)
         want = py_mysql_copy_rows(stream, 0, 0, kinds, widths, fbs)
         assert copytext.mysql_copy_rows(stream, 0, 0, kinds, widths, fbs) == want
+
+
+class FakeConnection:
+    """What read_copy_text uses of a PyMySQL connection that has just read a result's column definitions."""
+
+    def __init__(self, data: bytes, seq: int) -> None:
+        self._rfile = io.BufferedReader(io.BytesIO(data))  # type: ignore[arg-type,unused-ignore]
+        self._next_seq_id = seq
+        self._result = None
+        self.encoding = "utf8"
+        self.closed = False
+
+    def _force_close(self) -> None:
+        self.closed = True
+
+
+def refuse(raw: bytes) -> bytes | None:
+    """A converter that cannot take the value (as PyMySQL's int() on a malformed number)."""
+    return str(int(raw)).encode()
+
+
+def big_row(value: bytes) -> bytes:
+    """A row of one value whose payload spans two packets (16 MiB and the rest), sequence numbers from 1."""
+    body = payload([value])
+    return packet(body[:0xFFFFFF], 1) + packet(body[0xFFFFFF:], 2)
+
+
+#: (mysql_copy_rows, mysql_copy_row) pairs: the Python reference, and the compiled loop where built
+LOOPS = [pytest.param((r.values[0], w.values[0]), id=r.id) for r, w in zip(ROWS, ROW, strict=True)]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("big", [False, True], ids=["row packet", "row of several packets"])
+def test_a_converter_error_names_its_column_and_is_no_protocol_error(
+    monkeypatch: pytest.MonkeyPatch, loop: Any, big: bool
+) -> None:
+    monkeypatch.setattr(copytext, "mysql_copy_rows", loop[0])
+    monkeypatch.setattr(copytext, "mysql_copy_row", loop[1])
+    bad = big_row(b"x" * 0xFFFFFF) if big else packet(payload([b"x"]), 1)
+    conn = FakeConnection(bad + packet(EOF_PACKET, 3 if big else 2), 1)
+    blocks = read_copy_text(conn, b"f", (0,), (refuse,), ["amount"])
+    with pytest.raises(copytext.ColumnValueError, match=r"^column 'amount': .*ValueError: invalid literal") as info:
+        list(blocks)
+    assert not isinstance(info.value, ValueError | pymysql.err.MySQLError)
+    assert isinstance(info.value.__cause__, ValueError)
+    assert conn.closed  # the rest of the result is unread
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_malformed_packet_is_a_protocol_error(monkeypatch: pytest.MonkeyPatch, loop: Any) -> None:
+    monkeypatch.setattr(copytext, "mysql_copy_rows", loop[0])
+    monkeypatch.setattr(copytext, "mysql_copy_row", loop[1])
+    conn = FakeConnection(packet(payload([b"1", b"2"]), 7), 1)  # sequence number 7 where 1 is due
+    with pytest.raises(pymysql.err.InternalError, match="sequence"):
+        list(read_copy_text(conn, b"pf", (0, 0), (None, refuse), ["id", "amount"]))
+    assert conn.closed
+
+
+def test_a_converter_taking_the_value_passes_its_result_through() -> None:
+    """The column-naming wrapper changes nothing for values the converter takes."""
+    conn = FakeConnection(packet(payload([b"1", b"42"]), 1) + packet(EOF_PACKET, 2), 1)
+    assert list(read_copy_text(conn, b"pf", (0, 0), (None, refuse), ["id", "amount"])) == [(b"1\t42\n", 1)]
+    assert not conn.closed and conn._next_seq_id == 3

@@ -26,6 +26,8 @@ A value the fast form cannot take as it is (a zero date, a TIME beyond 24 hours 
 path stores as days and time; a FLOAT, whose neutral form is its shortest 32-bit decimal) goes through the column's
 *fallback*: PyMySQL's converter, the column's neutral loader, then the sink's own text dumper, so it is
 byte-for-byte what the neutral path would have written. The integration tests compare both paths on every type.
+A fallback that refuses a value (a data problem) raises :class:`ColumnValueError` naming the column, kept apart
+from the ``ValueError`` of a malformed packet (a protocol problem, where the connection's state is unknown).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ __all__ = [
     "ROWS_ERROR_PACKET",
     "ROWS_NEED_MORE",
     "SPEEDUPS",
+    "ColumnValueError",
     "Fallback",
     "column_kinds",
     "mysql_copy_row",
@@ -57,6 +60,14 @@ __all__ = [
 
 #: raw value (the server's bytes) -> the COPY value before escaping (None for NULL)
 Fallback = Callable[[bytes], bytes | None]
+
+
+class ColumnValueError(Exception):
+    """A column's fallback converter failed on a value: a data problem, reported with the column's name.
+
+    Deliberately not a ``ValueError``: :func:`read_copy_text` takes those for malformed packets (a protocol error),
+    and a converter's own ``ValueError`` (say, PyMySQL's on a value it cannot parse) must not pass for one."""
+
 
 ROWS_NEED_MORE, ROWS_END, ROWS_BIG_PACKET, ROWS_ERROR_PACKET = 0, 1, 2, 3
 _MAX_PACKET = 0xFFFFFF
@@ -291,16 +302,38 @@ def _lost(exc: BaseException | None = None) -> pymysql.err.OperationalError:
     return pymysql.err.OperationalError(CR.CR_SERVER_LOST, f"Lost connection to MySQL server during query{detail}")
 
 
+def _named(name: str, fn: Fallback) -> Fallback:
+    """``fn`` whose failures are :class:`ColumnValueError` naming column ``name``."""
+
+    def fallback(raw: bytes) -> bytes | None:
+        try:
+            return fn(raw)
+        except Exception as exc:
+            raise ColumnValueError(f"column {name}: cannot convert a value: {type(exc).__name__}: {exc}") from exc
+
+    return fallback
+
+
 def read_copy_text(
-    conn: Any, kinds: bytes, widths: tuple[int, ...], fallbacks: tuple[Fallback | None, ...]
+    conn: Any,
+    kinds: bytes,
+    widths: tuple[int, ...],
+    fallbacks: tuple[Fallback | None, ...],
+    names: Sequence[str] | None = None,
 ) -> Iterator[tuple[bytes, int]]:
     """The rows of the unbuffered result just started on ``conn`` (PyMySQL, ``SSCursor.execute`` returned) as
     blocks of COPY text with their row counts, read straight off the connection's socket.
 
     PyMySQL has read the result's column definitions; the packets after them are rows until an EOF packet (PyMySQL
     does not ask for ``CLIENT_DEPRECATE_EOF``) or an error packet. At the end the connection is left as PyMySQL
-    leaves a finished unbuffered result, so it can run the next query. An error packet raises PyMySQL's error.
+    leaves a finished unbuffered result, so it can run the next query. An error packet raises PyMySQL's error; a
+    malformed packet ``InternalError``; a fallback's failure :class:`ColumnValueError` with the column's name
+    (``names``, one per column; else its position). After an error the connection is closed: rows are left unread.
     """
+    fallbacks = tuple(
+        _named(repr(names[i]) if names is not None else f"#{i}", fn) if fn is not None else None
+        for i, fn in enumerate(fallbacks)
+    )
     rfile = conn._rfile
     seq = conn._next_seq_id
     result = conn._result
@@ -332,7 +365,10 @@ def read_copy_text(
     except OSError as exc:
         conn._force_close()
         raise _lost(exc) from exc
-    except ValueError as exc:  # a protocol error: the connection's state is unknown
+    except ColumnValueError:  # a data problem: the rest of the result is unread
+        conn._force_close()
+        raise
+    except ValueError as exc:  # a malformed packet, from the loop or _whole_packet: the connection's state is unknown
         conn._force_close()
         raise pymysql.err.InternalError(str(exc)) from exc
     conn._next_seq_id = seq

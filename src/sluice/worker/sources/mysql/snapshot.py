@@ -31,10 +31,10 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 
-from sluice.errors import SourceSetupError, TransientError
+from sluice.errors import ReplicationError, SourceSetupError, TransientError
 from sluice.worker.events import TableSchema
 from sluice.worker.sources.base import SnapshotChunk, SnapshotSession
-from sluice.worker.sources.mysql.copytext import Fallback, column_kinds, read_copy_text
+from sluice.worker.sources.mysql.copytext import ColumnValueError, Fallback, column_kinds, read_copy_text
 from sluice.worker.sources.mysql.errors import classify, error_number
 from sluice.worker.sources.mysql.positions import MySqlPosition
 from sluice.worker.sources.mysql.types import ColumnInfo, Loader
@@ -247,7 +247,8 @@ class MySqlSnapshot(SnapshotSession):
                 _fallback(i, converters[i], loaders[i], dump) if kind in b"dtzTf" else None
                 for i, kind in enumerate(kinds)
             )
-            yield from read_copy_text(cur.connection, kinds, widths, fallbacks)
+            names = [c.name for c in schema.columns]
+            yield from read_copy_text(cur.connection, kinds, widths, fallbacks, names)
 
         yield from self._reading(chunk, query, params, blocks)
 
@@ -269,6 +270,11 @@ class MySqlSnapshot(SnapshotSession):
                     cur.close()
         except pymysql.err.MySQLError as exc:
             raise classify(exc, f"cannot read {chunk.table} from the source") from exc
+        except ColumnValueError as exc:
+            raise ReplicationError(
+                f"cannot read {chunk.table} from the source: {exc}",
+                fix="A value of that column cannot be converted; see the worker log for the converter's error.",
+            ) from exc
         finally:
             if finished:
                 self._pool.put(conn)
