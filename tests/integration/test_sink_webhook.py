@@ -65,6 +65,26 @@ class Run:
         return self.run_worker(self.config, env=self.env)
 
 
+#: how long a worker may take to stop on SIGTERM while its sender sleeps a back-off: generous for a loaded machine
+#: (tests share two cores with other test workers), yet far below the 60 s back-off these tests configure, so a
+#: stop that does not cut the back-off short still fails them
+STOP_DURING_BACKOFF_S = 15.0
+
+
+def wait_for_backoff(worker: WorkerProcess, timeout: float = 60) -> None:
+    """Until the worker has logged that it retries a refused POST later: its sender has entered its back-off.
+
+    The client logs ``...; retry 1 in N.NNs`` just before it waits (``client.py``), so this is evidence of the
+    back-off itself rather than a guess by sleeping after the receiver's first refusal.
+    """
+    deadline = time.monotonic() + timeout
+    while "; retry 1 in " not in worker.output_tail(10_000):
+        if worker.popen.poll() is not None:
+            raise AssertionError(f"worker exited before its first back-off\n{worker.output_tail()}")
+        assert time.monotonic() < deadline, f"no back-off logged within {timeout}s\n{worker.output_tail()}"
+        time.sleep(0.1)
+
+
 def native_rows(events: list[dict[str, Any]], table: str) -> list[dict[str, Any]]:
     return [e for e in events if e.get("table") == table]
 
@@ -399,11 +419,11 @@ def test_sigterm_during_a_retry_backoff_stops_at_once_without_advancing(
     hook.reject_all(Fail(500, "down for good"))
     source_db.execute("INSERT INTO r VALUES (2)")
     hook.wait_for(lambda r: any(x.status == 500 for x in r.requests), what="the first 500")
-    time.sleep(0.5)  # the sender is now in its 30-60 s back-off
+    wait_for_backoff(worker)  # the sender is now in its 30-60 s back-off
     started = time.monotonic()
     assert worker.stop(timeout=20) == 0
     took = time.monotonic() - started
-    assert took < 5, f"the worker took {took:.1f}s to stop"
+    assert took < STOP_DURING_BACKOFF_S, f"the worker took {took:.1f}s to stop"
     assert checkpoint.read_text() == before, "the position did not advance past the refused change"
     assert len([x for x in hook.requests if x.status == 500]) == 1, "no retry after the stop"
     status = worker.last_status() or {}
@@ -428,10 +448,11 @@ def test_sigterm_during_a_snapshot_chunks_backoff_stops_at_once(
     run = Run(run_worker, tmp_path, spec)
     worker = run.start()
     hook.wait_for(lambda r: len(r.requests) >= 1, what="the first snapshot request")
-    time.sleep(0.5)
+    wait_for_backoff(worker)  # the chunk's sender is now in its 30-60 s back-off
     started = time.monotonic()
     assert worker.stop(timeout=20) == 0
-    assert time.monotonic() - started < 5
+    took = time.monotonic() - started
+    assert took < STOP_DURING_BACKOFF_S, f"the worker took {took:.1f}s to stop"
     hook.reject_all(None)
     worker = run.start()
     hook.wait_for(lambda r: len(r.delivered()) >= 50, what="the snapshot after the restart")
