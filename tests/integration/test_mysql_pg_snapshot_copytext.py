@@ -9,7 +9,7 @@ be the same. Small chunks make several chunks per table, read in parallel.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +58,19 @@ ROWS = [
 ]
 
 
+@pytest.fixture
+def big_packets(mysql_db: MySqlDatabase) -> Iterator[None]:
+    """max_allowed_packet of 64 MiB for rows 6 and 7 (18 MiB: several packets), then the server's value again (the
+    server is the session's, shared with the test files that run after this one)."""
+    before = int(mysql_db.server.execute("SELECT @@GLOBAL.max_allowed_packet")[0][0])
+    mysql_db.server.execute("SET GLOBAL max_allowed_packet = 67108864")
+    try:
+        yield
+    finally:
+        mysql_db.server.execute(f"SET GLOBAL max_allowed_packet = {before}")
+
+
 def _load(db: MySqlDatabase) -> None:
-    db.server.execute("SET GLOBAL max_allowed_packet = 67108864")  # row 6 and 7 are 18 MiB: several packets
     db.execute(EDGE_TABLE)
     conn = db.connect()
     try:
@@ -103,6 +114,7 @@ def _dump(sink: PgDatabase, schema: str, table: str) -> tuple[list[Any], list[An
     return types, [(r[0], r[1], r[2] if len(r[2]) < 2000 else len(r[2])) for r in rows]
 
 
+@pytest.mark.usefixtures("big_packets")
 def test_fast_path_snapshot_equals_the_general_flow(
     mysql_db: MySqlDatabase,
     sink_db: PgDatabase,
