@@ -277,10 +277,10 @@ def probes() -> JsonObj:
       be slow to import); it gates the others, so liveness needs no initial delay.
     - liveness: ``/healthz`` failing 6 times 10 s apart (or not answering within 10 s: a stopped or deadlocked
       process) restarts the container — a minute, so a node whose CPUs are saturated (a busy test machine, a noisy
-      neighbour) slows the answer without getting a healthy worker killed. The worker bounds its own loop's silence by phase (an hour before streaming,
-      5 minutes while streaming), so a long snapshot chunk or a quiet source never fails it. The kill gets 10 s,
-      not the pod's grace period: a wedged loop does not flush on SIGTERM, and positions advance only once durable,
-      so nothing is lost by not waiting.
+      neighbour) slows the answer without getting a healthy worker killed. The worker bounds its own loop's
+      silence by phase (an hour before streaming, 5 minutes while streaming), so a long snapshot chunk or a quiet
+      source never fails it. The kill gets 10 s, not the pod's grace period: a wedged loop does not flush on
+      SIGTERM, and positions advance only once durable, so nothing is lost by not waiting.
     - readiness: ``/readyz``, copying or streaming and not retrying a failure; every 5 s.
     """
 
