@@ -40,7 +40,7 @@ import pymysql
 from pymysql.constants import CR
 
 from sluice.worker.events import Column, TypeKind
-from sluice.worker.sources.mysql.types import ColumnInfo
+from sluice.worker.sources.mysql.types import BYTES_TYPES, INT_TYPES, SPATIAL_TYPES, TEXT_TYPES, ColumnInfo
 
 __all__ = [
     "ROWS_BIG_PACKET",
@@ -74,24 +74,9 @@ _MAX_PACKET = 0xFFFFFF
 #: bytes read off the socket per call (the COPY text of one read goes to the sink in one write)
 READ_BYTES = 1 << 20
 
-_TEXT_TYPES = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set", "json"}
-_INT_TYPES = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint", "year"}
-_HEX_TYPES = {
-    "varbinary",
-    "tinyblob",
-    "blob",
-    "mediumblob",
-    "longblob",
-    "geometry",
-    "point",
-    "linestring",
-    "polygon",
-    "multipoint",
-    "multilinestring",
-    "multipolygon",
-    "geometrycollection",
-    "geomcollection",
-}
+_TEXT_TYPES = TEXT_TYPES | {"enum", "set", "json"}
+_INT_TYPES = INT_TYPES | {"year"}
+_HEX_TYPES = (BYTES_TYPES - {"binary"}) | SPATIAL_TYPES  # BINARY is padded: converted on its own
 
 
 def column_kinds(

@@ -70,6 +70,11 @@ _SPATIAL = {
     "geometrycollection",
     "geomcollection",
 }
+#: the type families by name, for the COPY-text snapshot loop (copytext) to pick its converters from the same lists
+TEXT_TYPES = frozenset(_TEXT)
+INT_TYPES = frozenset(_INT_BITS)
+BYTES_TYPES = frozenset(_BYTES)
+SPATIAL_TYPES = frozenset(_SPATIAL)
 _QUOTED = re.compile(r"'((?:[^']|'')*)'")
 _EPOCH_DATE = date(1970, 1, 1)
 _EPOCH = datetime(1970, 1, 1)
