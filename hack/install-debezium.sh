@@ -112,6 +112,8 @@ JAVA
 
 start=$(date +%s)
 echo "resolving io.debezium:debezium-embedded, debezium-connector-postgres and debezium-connector-mysql $DEBEZIUM_VERSION"
+# Not installed until the end: a run that fails half-way must not leave the old marker on a half-replaced set.
+rm -f "$OUT/.installed"
 rm -rf "$OUT/libs.tmp" "$OUT/classes"
 mvn -q -B -f "$OUT/pom/pom.xml" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$OUT/libs.tmp"
 rm -rf "$OUT/libs"
