@@ -24,7 +24,7 @@ case "${1:-}" in
   *) echo "usage: $0 [--print-dir]" >&2; exit 2 ;;
 esac
 
-if [[ -f "$OUT/.installed" && "$(cat "$OUT/.installed")" == "$MARKER" ]]; then
+if [[ -f "$OUT/.installed" && "$(cat "$OUT/.installed")" == "$MARKER" && -f "$OUT/classes/DebeziumJsonLines.class" ]]; then
   echo "debezium $DEBEZIUM_VERSION already installed in $OUT"
   exit 0
 fi
