@@ -73,6 +73,9 @@ array          ``array`` of the element's schema                 list
 native         ``string``                                      the source's text
 ============== =============================================== =============================================
 
+Columns of a MySQL or MariaDB source take Debezium's MySQL connector's forms where they differ (YEAR, BIT(n),
+DATETIME, TIMESTAMP, TIME, SET, spatial types, MEDIUMINT UNSIGNED): see :mod:`.debezium_mysql`.
+
 PostgreSQL's ``infinity`` timestamps become Debezium's sentinels (``9223372036825200000`` /
 ``-9223372036832400000`` microseconds; ``infinity``/``-infinity`` for ``ZonedTimestamp``); ``infinity`` dates null.
 """
@@ -90,6 +93,7 @@ from decimal import Decimal
 from typing import Any
 
 from sluice import __version__
+from sluice.worker.encoders.debezium_mysql import mysql_column_schema
 from sluice.worker.events import Column, ColumnType, Op, RowChange, TableId, TableSchema, TypeKind
 from sluice.worker.positions import Lsn, Position
 
@@ -346,6 +350,10 @@ def _field(schema: Schema, name: str) -> Schema:
 
 def column_schema(ctype: ColumnType, optional: bool) -> tuple[Schema, Converter]:
     """The Connect schema of a column type (without ``field``) and the converter of its values to JSON payload."""
+    if ctype.dialect == "mysql":
+        special = mysql_column_schema(ctype, optional, _schema, _field, _identity)
+        if special is not None:
+            return special
     k = ctype.kind
     if k is TypeKind.INT:
         bits = ctype.bits or 64

@@ -14,7 +14,9 @@ DECIMAL(p,s)                     ``decimal``    ``Decimal``                     
 FLOAT / DOUBLE                   ``float``      ``float`` (FLOAT as its shortest         real / double precision
                                                 32-bit decimal form)
 BIT(1) / BIT(n>1)                ``bool`` /     ``bool`` / ``bytes`` (big-endian,        boolean / bytea
-                                 ``bytes``      ceil(n/8) bytes), as Debezium
+                                 ``bytes``      ceil(n/8) bytes; Debezium's ``Bits``
+                                                are little-endian: its encoder turns
+                                                them round)
 DATE                             ``date``       ``date``                                 date
 DATETIME(fsp)                    ``timestamp``  naive ``datetime`` (microseconds)        timestamp
 TIMESTAMP(fsp)                   ``timestamptz`` aware ``datetime`` in UTC               timestamptz
