@@ -7,6 +7,7 @@ import json
 import uuid
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -339,7 +340,25 @@ def test_fast_json_paths_equal_the_dict_paths(schemas_enable: bool) -> None:
             fast = e.change_json(schema, change, tx, ts_us=NOW_US, total_order=4, collection_order=2)
             slow = e.value_json(e.change(schema, change, tx, ts_us=NOW_US, total_order=4, collection_order=2))
             assert json.loads(fast) == json.loads(slow) and fast == slow
-            assert n.change_json(schema, change, tx) == dumps(n.change(schema, change, tx))
+            assert n.change_json(schema, change, tx) == dumps(n.change(schema, change, tx)).encode()
+
+
+def test_native_snapshot_rows_equal_one_change_at_a_time() -> None:
+    plain = TableSchema(
+        T, (Column("id", ColumnType(TypeKind.INT, bits=32)), Column("v", ColumnType(TypeKind.TEXT))), ("id",)
+    )
+    keyless = TableSchema(T, plain.columns)
+    tx = TxContext(None, Lsn(9), commit_time=COMMIT, snapshot=True)
+    cases: list[tuple[TableSchema, list[tuple[Any, ...]]]] = [
+        (plain, [(1, "a"), (2, None), (3, "é\n\"")]),
+        (keyless, [(4, "k")]),
+        (SCHEMA, [(1, Decimal("1.5"), "x"), (2, None, None)]),  # converters: the general path
+    ]
+    n = NativeEncoder()
+    for schema, rows in cases:
+        got = list(n.snapshot_json(schema, rows, tx))
+        assert got == [n.change_json(schema, RowChange(Op.READ, T, None, row), tx) for row in rows]
+        assert [json.loads(e)["op"] for e in got] == ["r"] * len(rows)
 
 
 def test_key_only_before_fills_not_null_columns_with_connect_defaults() -> None:

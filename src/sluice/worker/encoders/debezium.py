@@ -83,7 +83,6 @@ PostgreSQL's ``infinity`` timestamps become Debezium's sentinels (``922337203682
 from __future__ import annotations
 
 import base64
-import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -91,6 +90,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
+
+import msgspec
 
 from sluice import __version__
 from sluice.worker.encoders.debezium_mysql import mysql_column_schema
@@ -105,6 +106,7 @@ __all__ = [
     "connector_name",
     "decimal_bytes",
     "dumps",
+    "dumps_bytes",
     "epoch_micros",
     "format_zoned_timestamp",
     "interval_micros",
@@ -130,12 +132,23 @@ Schema = dict[str, Any]
 Converter = Callable[[Any], Any]
 
 
-_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_encode = msgspec.json.encode
+
+
+def dumps_bytes(value: Any) -> bytes:
+    """Compact JSON as UTF-8 bytes, as Kafka Connect writes it (no spaces, non-ASCII kept).
+
+    msgspec does it about ten times faster than the standard library's encoder (whose per-call set-up outweighs a
+    small event): on the CDC path that was a third of the worker's time. The text is the standard library's except
+    for the float notation (``1e16`` for ``1e+16``: the same number). Not orjson, which is as fast but keeps a
+    4 KiB buffer behind every result: a snapshot batch of encoded rows took gigabytes.
+    """
+    return _encode(value)
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON, as Kafka Connect writes it (no spaces, UTF-8 kept)."""
-    return _JSON.encode(value)
+    """:func:`dumps_bytes` as text."""
+    return dumps_bytes(value).decode()
 
 
 def connector_name(source_kind: str) -> str:

@@ -37,12 +37,12 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sluice.worker.encoders.debezium import TxContext, dumps, epoch_micros
+from sluice.worker.encoders.debezium import TxContext, dumps_bytes, epoch_micros
 from sluice.worker.events import ColumnType, Op, RowChange, TableSchema, TypeKind
 
 __all__ = ["NativeEncoder", "native_value"]
@@ -147,7 +147,7 @@ class NativeEncoder:
         self._tables: dict[TableSchema, _Entry] = {}
         self._last: tuple[TableSchema, _Entry] | None = None
         self._prefix_key: tuple[TxContext, str, str] | None = None
-        self._prefix = ""
+        self._head: dict[str, Any] = {}
 
     def _table(self, schema: TableSchema) -> tuple[tuple[tuple[str, Converter], ...], tuple[int, ...]]:
         return self._entry(schema)[0]
@@ -199,47 +199,72 @@ class NativeEncoder:
             event["unchanged"] = [columns[i][0] for i in sorted(change.unchanged)]
         return event
 
-    def change_json(self, schema: TableSchema, change: RowChange, tx: TxContext) -> str:
-        """``dumps(change(...))``, faster: the fields shared by a transaction's events of one table are made once."""
+    def change_json(self, schema: TableSchema, change: RowChange, tx: TxContext) -> bytes:
+        """``dumps(change(...))`` as UTF-8, faster: the fields shared by a transaction's events of one table are made
+        once, and a table whose values are all JSON already (integers, text, booleans) skips the converters."""
         (columns, key), plain = self._entry(schema)
         op = Op.READ.value if tx.snapshot else change.op.value
         label = change.table.label
         last = self._prefix_key
         if last is None or last[0] is not tx or last[1] != label or last[2] != op:
             self._prefix_key = (tx, label, op)
-            head = {
+            self._head = {
                 "op": op,
                 "table": label,
                 "position": tx.position.encode() if tx.position is not None else None,
                 "xid": tx.xid,
                 "ts_ms": epoch_micros(tx.commit_time) // 1000,
             }
-            self._prefix = dumps(head)[:-1]
-        parts = [self._prefix]
-        identity = change.after if change.after is not None else change.before
+        event = self._head.copy()
+        after, before = change.after, change.before
+        identity = after if after is not None else before
         if key and identity is not None:
-            parts.append(
-                ',"key":'
-                + dumps({columns[i][0]: (None if identity[i] is None else columns[i][1](identity[i])) for i in key})
-            )
-        after = change.after
-        if after is not None:
-            if plain is not None and not change.unchanged and len(after) == len(plain):
-                row = dict(zip(plain, after, strict=True))
+            if plain is not None:
+                event["key"] = {plain[i]: identity[i] for i in key}
             else:
-                row = self._row(columns, after, change.unchanged)
-            parts.append(',"row":' + dumps(row))
-        before = change.before
+                event["key"] = {
+                    columns[i][0]: (None if identity[i] is None else columns[i][1](identity[i])) for i in key
+                }
+        unchanged = change.unchanged
+        if after is not None:
+            if plain is not None and not unchanged and len(after) == len(plain):
+                event["row"] = dict(zip(plain, after, strict=True))
+            else:
+                event["row"] = self._row(columns, after, unchanged)
         if self.include_before and before is not None and change.op in (Op.UPDATE, Op.DELETE):
             if plain is not None and len(before) == len(plain):
-                brow = dict(zip(plain, before, strict=True))
+                event["before"] = dict(zip(plain, before, strict=True))
             else:
-                brow = self._row(columns, before)
-            parts.append(',"before":' + dumps(brow))
-        if change.unchanged:
-            parts.append(',"unchanged":' + dumps([columns[i][0] for i in sorted(change.unchanged)]))
-        parts.append("}")
-        return "".join(parts)
+                event["before"] = self._row(columns, before)
+        if unchanged:
+            event["unchanged"] = [columns[i][0] for i in sorted(unchanged)]
+        return dumps_bytes(event)
+
+    def snapshot_json(self, schema: TableSchema, rows: list[tuple[Any, ...]], tx: TxContext) -> Iterator[bytes]:
+        """``change_json`` of each snapshot row (``op: r``), one at a time (a batch of encoded rows would double its
+        memory), in one loop: a snapshot moves millions of rows, and the per-row change object and calls were a
+        third of its cost."""
+        (columns, key), plain = self._entry(schema)
+        if plain is None:
+            table = schema.table
+            for row in rows:
+                yield self.change_json(schema, RowChange(Op.READ, table, None, row), tx)
+            return
+        head: dict[str, Any] = {
+            "op": Op.READ.value,
+            "table": schema.table.label,
+            "position": tx.position.encode() if tx.position is not None else None,
+            "xid": tx.xid,
+            "ts_ms": epoch_micros(tx.commit_time) // 1000,
+        }
+        width = len(plain)
+        key_names = [(plain[i], i) for i in key]
+        for row in rows:
+            event = head.copy()
+            if key_names:
+                event["key"] = {name: row[i] for name, i in key_names}
+            event["row"] = dict(zip(plain, row, strict=True)) if len(row) == width else self._row(columns, row)
+            yield dumps_bytes(event)
 
     def truncate(self, schema: TableSchema, tx: TxContext) -> dict[str, Any]:
         return {

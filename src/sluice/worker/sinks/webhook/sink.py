@@ -378,7 +378,7 @@ class WebhookSink(Sink):
                 collection_order=per_table,
             ).encode()
         assert self.native is not None
-        return self.native.change_json(schema, change, tx).encode()
+        return self.native.change_json(schema, change, tx)
 
     def _encode_truncate(self, schema: TableSchema, tx: TxContext, total: int, per_table: int) -> bytes:
         if self.debezium is not None:
@@ -663,11 +663,20 @@ class _Writer(SnapshotWriter):
             self.place = 0
         schema = sink._schema(chunk.table)
         url = sink.url_for(chunk.table)
-        table = schema.table
-        for row in rows:
-            self.place += 1
-            event = sink._encode(schema, RowChange(Op.READ, table, None, row), self.tx, self.place, self.place)
-            self.batcher.add(chunk.table, url, event, self.place)
+        label = chunk.table
+        add = self.batcher.add
+        place = self.place
+        if sink.native is not None:
+            for event in sink.native.snapshot_json(schema, rows, self.tx):
+                place += 1
+                add(label, url, event, place)
+        else:
+            table = schema.table
+            for row in rows:
+                place += 1
+                event = sink._encode(schema, RowChange(Op.READ, table, None, row), self.tx, place, place)
+                add(label, url, event, place)
+        self.place = place
 
     def done(self, chunk: SnapshotChunk, rows: int) -> None:
         self.batcher.flush()
