@@ -114,10 +114,11 @@ class TableId:
 
     namespace: str
     name: str
+    #: ``namespace.name``, made once: every change of a busy stream asks for it several times
+    label: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def label(self) -> str:
-        return f"{self.namespace}.{self.name}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label", f"{self.namespace}.{self.name}")
 
 
 @dataclass(frozen=True)

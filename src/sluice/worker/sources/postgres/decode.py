@@ -12,6 +12,7 @@ tables the connector does not replicate are dropped here.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -37,7 +38,7 @@ from sluice.worker.positions import Lsn
 from sluice.worker.sources.postgres import pgoutput as po
 from sluice.worker.sources.postgres.types import PgType, column_type, install_loaders
 
-__all__ = ["EventDecoder", "pg_timestamp"]
+__all__ = ["COMPILED", "EventDecoder", "pg_timestamp", "py_tuple_values", "tuple_values"]
 
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -54,9 +55,53 @@ Loader = Callable[[Any], Any]
 class _Shape:
     table: TableId
     schema: TableSchema
-    #: per schema column: its position in the relation's tuples (None: not sent) and its value loader
-    positions: list[int | None]
-    loaders: list[Loader]
+    #: per schema column: its position in the relation's tuples (-1: not sent) and its value loader
+    positions: tuple[int, ...]
+    loaders: tuple[Loader, ...]
+
+
+def py_tuple_values(
+    buf: bytes, pos: int, positions: tuple[int, ...], loaders: tuple[Loader, ...]
+) -> tuple[tuple[Any, ...], tuple[int, ...] | None, int]:
+    """The pgoutput TupleData at ``pos`` as the schema's values: ``(values, unchanged, end)``.
+
+    ``values`` in schema column order (None for NULL, for columns the relation does not send and for unchanged
+    TOAST values); ``unchanged``: the indexes of the unchanged TOAST values, or None; ``end``: the byte after the
+    tuple. The reference of ``sluice._pgrows.tuple_values`` (and the fallback where it was not built).
+    """
+    data, end = po.read_tuple(buf, pos)
+    out: list[Any] = []
+    unchanged: list[int] = []
+    n = len(data)
+    for i, (at, load) in enumerate(zip(positions, loaders, strict=True)):
+        raw = data[at] if 0 <= at < n else None
+        if raw is None:
+            out.append(None)
+        elif raw is po.UNCHANGED:
+            out.append(None)
+            unchanged.append(i)
+        else:
+            assert isinstance(raw, bytes)
+            out.append(load(raw))
+    return tuple(out), (tuple(unchanged) if unchanged else None), end
+
+
+tuple_values: Callable[
+    [bytes, int, tuple[int, ...], tuple[Loader, ...]], tuple[tuple[Any, ...], tuple[int, ...] | None, int]
+]
+MalformedTuple: type[Exception]
+try:
+    from sluice._pgrows import MalformedTuple, tuple_values  # type: ignore[import-not-found,no-redef,unused-ignore]
+
+    #: the compiled version is in use (CI requires it: the published figures come from it)
+    COMPILED = True
+except ImportError:  # built without a C compiler
+    MalformedTuple, tuple_values, COMPILED = po.PgOutputError, py_tuple_values, False
+
+_INSERT, _UPDATE, _DELETE = b"IUD"
+_NEW, _KEY, _OLD = b"NKO"
+_OID = struct.Struct("!I")
+_NOTHING: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -102,6 +147,9 @@ class EventDecoder:
         return self._xid is not None
 
     def feed(self, payload: bytes) -> Event | None:
+        kind = payload[0] if payload else 0
+        if kind in (_INSERT, _UPDATE, _DELETE) and not self._decoder.in_stream:
+            return None if self._skip else self._row(kind, payload)
         msg = self._decoder.decode(payload)
         if isinstance(msg, po.Begin):
             # The server skips transactions that committed before the start position; so does this, in case the
@@ -127,25 +175,6 @@ class EventDecoder:
             return self._relation(msg)
         if self._skip:
             return None
-        if isinstance(msg, po.Insert):
-            shape = self._shapes.get(msg.relation_oid)
-            if shape is None:
-                return None
-            after, unchanged = _values(shape, msg.new)
-            return self._count(RowChange(Op.INSERT, shape.table, None, after, unchanged))
-        if isinstance(msg, po.Update):
-            shape = self._shapes.get(msg.relation_oid)
-            if shape is None:
-                return None
-            before = _values(shape, msg.old)[0] if msg.old is not None else None
-            after, unchanged = _values(shape, msg.new)
-            return self._count(RowChange(Op.UPDATE, shape.table, before, after, unchanged))
-        if isinstance(msg, po.Delete):
-            shape = self._shapes.get(msg.relation_oid)
-            if shape is None:
-                return None
-            before = _values(shape, msg.old)[0]
-            return self._count(RowChange(Op.DELETE, shape.table, before, None))
         if isinstance(msg, po.Truncate):
             tables = tuple(s.table for oid in msg.relation_oids if (s := self._shapes.get(oid)) is not None)
             if not tables:
@@ -155,8 +184,43 @@ class EventDecoder:
             return Truncate(tables, cascade=bool(msg.options & 1), restart_identity=bool(msg.options & 2))
         return None  # Origin, Type, logical messages
 
-    def _count(self, change: RowChange) -> RowChange:
-        label = change.table.label
+    def _row(self, kind: int, payload: bytes) -> RowChange | None:
+        """An Insert, Update or Delete message (outside a streamed block: no xid field) as a row change."""
+        (oid,) = _OID.unpack_from(payload, 1)
+        shape = self._shapes.get(oid)
+        if shape is None:
+            return None
+        positions, loaders = shape.positions, shape.loaders
+        try:
+            marker = payload[5]
+            if kind == _INSERT:
+                if marker != _NEW:
+                    raise po.PgOutputError(f"insert: expected 'N', got {chr(marker)!r}")
+                after, unchanged, _ = tuple_values(payload, 6, positions, loaders)
+                change = RowChange(Op.INSERT, shape.table, None, after, frozenset(unchanged) if unchanged else _NOTHING)
+            elif kind == _UPDATE:
+                before = None
+                pos = 6
+                if marker in (_KEY, _OLD):
+                    before, _, pos = tuple_values(payload, pos, positions, loaders)
+                    marker = payload[pos]
+                    pos += 1
+                if marker != _NEW:
+                    raise po.PgOutputError(f"update: expected 'N', got {chr(marker)!r}")
+                after, unchanged, _ = tuple_values(payload, pos, positions, loaders)
+                change = RowChange(
+                    Op.UPDATE, shape.table, before, after, frozenset(unchanged) if unchanged else _NOTHING
+                )
+            else:
+                if marker not in (_KEY, _OLD):
+                    raise po.PgOutputError(f"delete: expected 'K' or 'O', got {chr(marker)!r}")
+                before, _, _ = tuple_values(payload, 6, positions, loaders)
+                change = RowChange(Op.DELETE, shape.table, before, None)
+        except IndexError as exc:
+            raise po.PgOutputError("message truncated") from exc
+        except MalformedTuple as exc:
+            raise po.PgOutputError(str(exc)) from exc
+        label = shape.table.label
         self._counts[label] = self._counts.get(label, 0) + 1
         return change
 
@@ -187,7 +251,8 @@ class EventDecoder:
         for t in types:
             loader = tx.get_loader(t.oid, Format.TEXT)
             loaders.append(loader.load)
-        self._shapes[rel.oid] = _Shape(previous.table, schema, [by_name.get(c.name) for c in columns], loaders)
+        positions = tuple(by_name.get(c.name, -1) for c in columns)
+        self._shapes[rel.oid] = _Shape(previous.table, schema, positions, tuple(loaders))
         if schema == previous:
             return None
         self.schemas[key] = schema
@@ -195,20 +260,3 @@ class EventDecoder:
         added = [c for c in columns if c.name not in before]
         existing = self.catalog.existing(schema, added) if added else {}
         return SchemaChange(schema=schema, previous=previous, existing=existing)
-
-
-def _values(shape: _Shape, data: tuple[po.TupleValue, ...]) -> tuple[tuple[Any, ...], frozenset[int]]:
-    """The row in schema column order, and the indexes of values the server did not send (unchanged TOAST)."""
-    out: list[Any] = []
-    unchanged: list[int] = []
-    for i, (pos, load) in enumerate(zip(shape.positions, shape.loaders, strict=True)):
-        raw = data[pos] if pos is not None and pos < len(data) else None
-        if raw is None:
-            out.append(None)
-        elif raw is po.UNCHANGED:
-            out.append(None)
-            unchanged.append(i)
-        else:
-            assert isinstance(raw, bytes)
-            out.append(load(raw))
-    return tuple(out), frozenset(unchanged)

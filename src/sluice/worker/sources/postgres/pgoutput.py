@@ -38,6 +38,7 @@ __all__ = [
     "TupleValue",
     "TypeMessage",
     "Update",
+    "read_tuple",
 ]
 
 
@@ -411,7 +412,7 @@ def _tuple_at(buf: bytes, pos: int) -> tuple[tuple[TupleValue, ...], int]:
             (length,) = i32_from(buf, pos)
             pos += 4
             end = pos + length
-            if end > size:
+            if end > size or length < 0:
                 raise PgOutputError("tuple value truncated")
             append(buf[pos:end])
             pos = end
@@ -424,12 +425,17 @@ def _tuple_at(buf: bytes, pos: int) -> tuple[tuple[TupleValue, ...], int]:
     return tuple(values), pos
 
 
-def decode_tuple(buf: bytes, pos: int) -> tuple[TupleValue, ...]:
-    """The TupleData at ``pos`` (its column count) as a value tuple."""
+def read_tuple(buf: bytes, pos: int) -> tuple[tuple[TupleValue, ...], int]:
+    """The TupleData at ``pos`` (its column count) as a value tuple, and the byte after it."""
     try:
-        return _tuple_at(buf, pos)[0]
+        return _tuple_at(buf, pos)
     except (IndexError, struct.error) as exc:
         raise PgOutputError(f"tuple data truncated: {exc}") from exc
+
+
+def decode_tuple(buf: bytes, pos: int) -> tuple[TupleValue, ...]:
+    """The TupleData at ``pos`` (its column count) as a value tuple."""
+    return read_tuple(buf, pos)[0]
 
 
 RowChange = tuple[int, int | None, int, "str | None", "tuple[TupleValue, ...] | None", "tuple[TupleValue, ...] | None"]
