@@ -109,6 +109,19 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU time the processes have used so far (what a run costs, however loaded the machine is)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
 class RssSampler:
     """Samples memory of a changing set of processes every 100 ms in a thread.
 

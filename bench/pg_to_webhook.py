@@ -45,6 +45,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from pg_to_pg import RssSampler, _tree, cpu_seconds  # noqa: E402
+
 from sluice.devstack.postgres import PostgresInstance, free_port, postgres_available  # noqa: E402
 
 T_START = time.monotonic()
@@ -310,6 +312,8 @@ class Bench:
                 except Exception as exc:  # the peer failing says why in its column; sluice's numbers still print
                     progress(f"debezium-server: {exc}")
                     self.results["debezium"] = {"error": str(exc).splitlines()[0][:200]}
+            progress("source ceiling: a pgoutput reader that only counts the UPDATE's messages")
+            self.results["source_ceiling_s"] = self.source_ceiling()
         finally:
             receiver.close()
             self.teardown()
@@ -318,6 +322,33 @@ class Bench:
         if "debezium" in self.results:
             self.results["ceiling_single_events_s"] = ceiling_single(self.args.ceiling_seconds)
         return self.results
+
+    def source_ceiling(self) -> float:
+        """Seconds from COMMIT of the same UPDATE until a bare pgoutput reader (a slot and publication of its own,
+        streaming off as both peers use it, nothing decoded) has received every row's message: what the source
+        server itself takes to decode and send the transaction, which bounds any consumer."""
+        from sluice.worker.sources.postgres.stream import ReplicationStream
+
+        rows = self.args.update_rows
+        self.source.execute("CREATE PUBLICATION ceiling FOR TABLE pgbench_accounts", dbname="bench")
+        self.source.execute("SELECT pg_create_logical_replication_slot('ceiling', 'pgoutput')", dbname="bench")
+        stream = ReplicationStream(
+            self.source.conninfo("bench"), slot="ceiling", publication="ceiling", start_lsn=0, streaming=False
+        )
+        try:
+            with self.source.connect("bench") as conn:
+                conn.execute("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= %s", (rows,))
+                committed = time.monotonic()
+            seen = 0
+            while seen < rows:
+                msg = stream.read()
+                if msg is None:
+                    stream.wait(1.0)
+                elif msg.payload[:1] == b"U":
+                    seen += 1
+            return time.monotonic() - committed
+        finally:
+            stream.close()  # the slot goes with the server, torn down next
 
     def start_sluice(self, receiver: Receiver, log: Path) -> subprocess.Popen[bytes]:
         spec = {
@@ -405,9 +436,11 @@ class Bench:
                 time.sleep(0.005)
             return time.monotonic()
 
+        rss = RssSampler(lambda: _tree(proc.pid), "hwm").__enter__()
         try:
             done = wait(lambda: receiver.count(None, True) >= self.snapshot_rows, self.args.timeout, "snapshot")
             results["snapshot_s"] = done - started
+            results["snapshot_cpu_s"] = cpu_seconds(_tree(proc.pid))
             results["snapshot_rows"] = receiver.count(None, True)
             progress(f"{name}: snapshot: {self.snapshot_rows:,} rows in {done - started:.2f}s")
             time.sleep(1.0)  # let the peer switch to streaming before the timed UPDATE
@@ -415,6 +448,7 @@ class Bench:
             rows = self.args.update_rows
             before = receiver.count("public.pgbench_accounts", False)
             with self.source.connect("bench") as conn:
+                cpu = cpu_seconds(_tree(proc.pid))
                 conn.execute("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= %s", (rows,))
                 committed = time.monotonic()
             done = wait(
@@ -423,6 +457,7 @@ class Bench:
                 f"UPDATE of {rows:,} rows",
             )
             results["update_s"] = done - committed
+            results["update_cpu_s"] = cpu_seconds(_tree(proc.pid)) - cpu
             progress(f"{name}: update: {rows:,} rows in {done - committed:.2f}s")
 
             latencies: list[float] = []
@@ -438,6 +473,9 @@ class Bench:
             results["requests"] = receiver.requests
             results["bytes"] = receiver.bytes
         finally:
+            rss.sample()
+            rss.__exit__(None, None, None)
+            results["peak_rss_mb"] = rss.peak_kb / 1024
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
@@ -467,6 +505,11 @@ def render(r: dict[str, Any], args: argparse.Namespace) -> str:
     def run_cell(res: dict[str, Any], n: int, key: str) -> str:
         return f"{res[key]:.2f} s = {_rate(res, n, key):,.0f} rows/s" if key in res else "n/a"
 
+    def cpu_cell(res: dict[str, Any]) -> str:
+        if "update_cpu_s" not in res:
+            return "n/a"
+        return f"{res['snapshot_cpu_s']:.1f} s, {res['update_cpu_s']:.1f} s"
+
     d = dbz if peer and dbz is not None else {}
     snap_rows = sl["snapshot_rows"]
     lat, dlat = sl["latencies_ms"], d.get("latencies_ms", [])
@@ -486,6 +529,18 @@ def render(r: dict[str, Any], args: argparse.Namespace) -> str:
             run_cell(sl, rows, "update_s"),
             run_cell(d, rows, "update_s") if peer else "",
             f"{_rate(sl, rows, 'update_s') / _rate(d, rows, 'update_s'):.2f}x" if peer else "",
+        ),
+        cells(
+            "CPU seconds of the peer's processes: snapshot (incl. start-up), UPDATE",
+            cpu_cell(sl),
+            cpu_cell(d) if peer else "",
+            "",
+        ),
+        cells(
+            "peak RSS of the peer's processes",
+            f"{sl['peak_rss_mb']:,.0f} MB",
+            f"{d.get('peak_rss_mb', float('nan')):,.0f} MB",
+            "",
         ),
         cells(
             f"commit → received, p50 ({len(lat)} single-row commits)",
@@ -510,6 +565,18 @@ def render(r: dict[str, Any], args: argparse.Namespace) -> str:
             "UPDATE rate ÷ that ceiling",
             f"{_rate(sl, rows, 'update_s') / ceiling_rate:.2f}",
             f"{_rate(d, rows, 'update_s') / single_rate:.2f}" if peer else "",
+            "",
+        ),
+        cells(
+            "source ceiling: a bare pgoutput reader gets the UPDATE's messages",
+            run_cell(r, rows, "source_ceiling_s"),
+            "",
+            "",
+        ),
+        cells(
+            "UPDATE rate ÷ the source ceiling",
+            f"{_rate(sl, rows, 'update_s') / _rate(r, rows, 'source_ceiling_s'):.2f}",
+            f"{_rate(d, rows, 'update_s') / _rate(r, rows, 'source_ceiling_s'):.2f}" if peer else "",
             "",
         ),
         "",
