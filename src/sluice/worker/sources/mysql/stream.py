@@ -28,9 +28,10 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import call
 from typing import Any
 
 import pymysql
@@ -55,6 +56,7 @@ from sluice.worker.positions import Position
 from sluice.worker.sources.base import ChangeStream, Lag
 from sluice.worker.sources.mysql.errors import classify
 from sluice.worker.sources.mysql.positions import MySqlPosition, add_gtid, mariadb_state_add
+from sluice.worker.sources.mysql.rowdecode import decode_rows
 from sluice.worker.sources.mysql.types import Loader
 
 __all__ = ["IDLE_COMMIT_S", "QUEUE_EVENTS", "BinlogStream", "parse_ddl"]
@@ -368,6 +370,11 @@ class BinlogStream(ChangeStream):
         loaders = self._loaders(label)
         names = schema.column_names
         table = schema.table
+        decoded = decode_rows(event)
+        if decoded is not None:
+            self._begin(event)
+            self._decoded(event, decoded, loaders, names, table)
+            return
 
         def row_of(values: dict[str, Any]) -> tuple[Any, ...]:
             return tuple(load(values.get(n)) for load, n in zip(loaders, names, strict=True))
@@ -382,6 +389,39 @@ class BinlogStream(ChangeStream):
         else:
             for row in event.rows:
                 self._put(RowChange(Op.DELETE, table, row_of(row["values"]), None))
+
+    def _decoded(
+        self, event: Any, images: list[tuple[Any, ...]], loaders: list[Loader], names: Sequence[str], table: TableId
+    ) -> None:
+        """The events of rows decoded by :mod:`.rowdecode` (tuples in the table map's column order)."""
+        tmap = event.table_map[event.table_id]
+        cached = getattr(tmap, "_sluice_positions", None)
+        if cached is not None and cached[0] == names:
+            positions = cached[1]
+        else:
+            where = {c.name: i for i, c in enumerate(tmap.columns)}
+            positions = [where.get(n, -1) for n in names]
+            tmap._sluice_positions = (names, positions)
+        if positions == list(range(len(tmap.columns))):
+
+            def row_of(values: tuple[Any, ...]) -> tuple[Any, ...]:
+                return tuple(map(call, loaders, values))
+
+        else:
+
+            def row_of(values: tuple[Any, ...]) -> tuple[Any, ...]:
+                return tuple(load(values[i] if i >= 0 else None) for load, i in zip(loaders, positions, strict=True))
+
+        put = self._put
+        if isinstance(event, WriteRowsEvent):
+            for row in images:
+                put(RowChange(Op.INSERT, table, None, row_of(row)))
+        elif isinstance(event, UpdateRowsEvent):
+            for k in range(0, len(images), 2):
+                put(RowChange(Op.UPDATE, table, row_of(images[k]), row_of(images[k + 1])))
+        else:
+            for row in images:
+                put(RowChange(Op.DELETE, table, row_of(row), None))
 
     def _query(self, event: Any) -> None:
         query = event.query if isinstance(event.query, str) else bytes(event.query).decode("utf-8", "replace")

@@ -191,6 +191,12 @@ def _json_text(value: Any) -> Any:
     return json.dumps(plain(value))
 
 
+def _bytes(value: Any) -> bytes:
+    """A binary value as bytes. The binlog reader hands an empty one of a ``binary``-charset column over as ``''``
+    (it "decodes" it with a codec Python lacks, and an empty input decodes before the codec is looked up)."""
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
 def _is_zero_date(value: Any) -> bool:
     return isinstance(value, str | bytes)  # PyMySQL returns what it cannot parse (zero dates) as text
 
@@ -235,9 +241,9 @@ def loader_for(info: ColumnInfo, column: Column) -> Loader:
         return load_bits
     if t.kind == TypeKind.BYTES and dt == "binary":
         n = info.length or 0
-        return lambda v: None if v is None else bytes(v).ljust(n, b"\0")
+        return lambda v: None if v is None else _bytes(v).ljust(n, b"\0")
     if t.kind == TypeKind.BYTES:
-        return lambda v: None if v is None else bytes(v)
+        return lambda v: None if v is None else _bytes(v)
     if t.kind == TypeKind.FLOAT:
         if t.bits == 32:
             return lambda v: None if v is None else _f32(float(v))
