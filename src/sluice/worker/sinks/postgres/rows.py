@@ -22,6 +22,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import psycopg
@@ -75,6 +76,12 @@ class Target:
         self._view_index = {src: i for i, src in enumerate(self.positions)}
         names = self.view.column_names
         self.key_pos = [names.index(k) for k in self.view.key if k in names]
+        if len(self.key_pos) == 1:
+            only = self.key_pos[0]
+            self._key_of: Callable[[Row], tuple[Any, ...]] = lambda row: (row[only],)
+        else:
+            getter = itemgetter(*self.key_pos) if self.key_pos else None
+            self._key_of = (lambda row: getter(row)) if getter is not None else (lambda row: ())
 
     def row(self, values: Sequence[Any]) -> Row:
         return tuple(values) if self.identity else tuple(values[i] for i in self.positions)
@@ -86,7 +93,12 @@ class Target:
         return frozenset(self._view_index[i] for i in indexes if i in self._view_index)
 
     def key(self, row: Row) -> Any:
-        return tuple(_hashable(row[i]) for i in self.key_pos)
+        key = self._key_of(row)
+        try:
+            hash(key)
+        except TypeError:  # a list or dict in the key (arrays, JSON): its hashable form
+            return tuple(_hashable(v) for v in key)
+        return key
 
 
 # ---------------------------------------------------------------------------------------------------- COPY helpers

@@ -197,8 +197,11 @@ def _bytes(value: Any) -> bytes:
     return value.encode() if isinstance(value, str) else bytes(value)
 
 
+_TEXTY = (str, bytes)  # a tuple: ``isinstance(v, str | bytes)`` builds a union object at every call
+
+
 def _is_zero_date(value: Any) -> bool:
-    return isinstance(value, str | bytes)  # PyMySQL returns what it cannot parse (zero dates) as text
+    return isinstance(value, _TEXTY)  # PyMySQL returns what it cannot parse (zero dates) as text
 
 
 def loader_for(info: ColumnInfo, column: Column) -> Loader:
