@@ -10,5 +10,6 @@ setup(
     ext_modules=[
         Extension("sluice._speedups", ["src/sluice/_speedups.c"], optional=True),
         Extension("sluice._pgrows", ["src/sluice/_pgrows.c"], optional=True),
+        Extension("sluice._eventjson", ["src/sluice/_eventjson.c"], optional=True),
     ]
 )

@@ -45,7 +45,7 @@ from typing import Any
 from sluice.worker.encoders.debezium import TxContext, dumps_bytes, epoch_micros
 from sluice.worker.events import ColumnType, Op, RowChange, TableSchema, TypeKind
 
-__all__ = ["NativeEncoder", "native_value"]
+__all__ = ["COMPILED", "NativeEncoder", "native_value"]
 
 Converter = Callable[[Any], Any]
 
@@ -137,6 +137,16 @@ def native_value(ctype: ColumnType) -> Converter:
 
 #: per table: ((name, converter) per column, key column indexes), and the names when every converter is the identity
 _Entry = tuple[tuple[tuple[tuple[str, Converter], ...], tuple[int, ...]], tuple[str, ...] | None]
+#: the fields every event of one transaction, table and op share: (tx, table, op, as a dict, as JSON without its "}")
+_Head = tuple[TxContext, str, str, dict[str, Any], bytes]
+
+try:
+    from sluice._eventjson import native_event  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # built without a C compiler: the dict path does it all
+    native_event = None
+
+#: the compiled event writer is in use (CI requires it: the published figures come from it)
+COMPILED = native_event is not None
 
 
 class NativeEncoder:
@@ -146,8 +156,10 @@ class NativeEncoder:
         self.include_before = include_before
         self._tables: dict[TableSchema, _Entry] = {}
         self._last: tuple[TableSchema, _Entry] | None = None
-        self._prefix_key: tuple[TxContext, str, str] | None = None
-        self._head: dict[str, Any] = {}
+        # one tuple, replaced whole: snapshot threads share the encoder
+        self._heads: _Head | None = None
+        #: per table with plain values: each column name as JSON with its ":", for the compiled path
+        self._json_names: dict[tuple[str, ...], tuple[bytes, ...]] = {}
 
     def _table(self, schema: TableSchema) -> tuple[tuple[tuple[str, Converter], ...], tuple[int, ...]]:
         return self._entry(schema)[0]
@@ -199,24 +211,45 @@ class NativeEncoder:
             event["unchanged"] = [columns[i][0] for i in sorted(change.unchanged)]
         return event
 
-    def change_json(self, schema: TableSchema, change: RowChange, tx: TxContext) -> bytes:
-        """``dumps(change(...))`` as UTF-8, faster: the fields shared by a transaction's events of one table are made
-        once, and a table whose values are all JSON already (integers, text, booleans) skips the converters."""
-        (columns, key), plain = self._entry(schema)
-        op = Op.READ.value if tx.snapshot else change.op.value
-        label = change.table.label
-        last = self._prefix_key
-        if last is None or last[0] is not tx or last[1] != label or last[2] != op:
-            self._prefix_key = (tx, label, op)
-            self._head = {
+    def _head(self, tx: TxContext, label: str, op: str) -> _Head:
+        head = self._heads
+        if head is None or head[0] is not tx or head[1] != label or head[2] != op:
+            fields: dict[str, Any] = {
                 "op": op,
                 "table": label,
                 "position": tx.position.encode() if tx.position is not None else None,
                 "xid": tx.xid,
                 "ts_ms": epoch_micros(tx.commit_time) // 1000,
             }
-        event = self._head.copy()
+            head = self._heads = (tx, label, op, fields, dumps_bytes(fields)[:-1])
+        return head
+
+    def _names(self, plain: tuple[str, ...]) -> tuple[bytes, ...]:
+        names = self._json_names.get(plain)
+        if names is None:
+            names = self._json_names[plain] = tuple(dumps_bytes(n) + b":" for n in plain)
+        return names
+
+    def change_json(self, schema: TableSchema, change: RowChange, tx: TxContext) -> bytes:
+        """``dumps(change(...))`` as UTF-8, faster: the fields shared by a transaction's events of one table are made
+        once, and a table whose values are all JSON already (integers, text, booleans) skips the converters, in C
+        where it is built."""
+        (columns, key), plain = self._entry(schema)
+        op = Op.READ.value if tx.snapshot else change.op.value
+        head = self._head(tx, change.table.label, op)
         after, before = change.after, change.before
+        unchanged = change.unchanged
+        if (
+            native_event is not None
+            and plain is not None
+            and type(after) is tuple
+            and not unchanged
+            and (before is None or not self.include_before or change.op not in (Op.UPDATE, Op.DELETE))
+        ):
+            out = native_event(head[4], self._names(plain), key, after)
+            if out is not None:
+                return out  # type: ignore[no-any-return]
+        event = head[3].copy()
         identity = after if after is not None else before
         if key and identity is not None:
             if plain is not None:
@@ -225,7 +258,6 @@ class NativeEncoder:
                 event["key"] = {
                     columns[i][0]: (None if identity[i] is None else columns[i][1](identity[i])) for i in key
                 }
-        unchanged = change.unchanged
         if after is not None:
             if plain is not None and not unchanged and len(after) == len(plain):
                 event["row"] = dict(zip(plain, after, strict=True))
@@ -258,6 +290,12 @@ class NativeEncoder:
             "ts_ms": epoch_micros(tx.commit_time) // 1000,
         }
         width = len(plain)
+        if native_event is not None:
+            start, names, table = dumps_bytes(head)[:-1], self._names(plain), schema.table
+            for row in rows:
+                out = native_event(start, names, key, row) if type(row) is tuple else None
+                yield out if out is not None else self.change_json(schema, RowChange(Op.READ, table, None, row), tx)
+            return
         key_names = [(plain[i], i) for i in key]
         for row in rows:
             event = head.copy()
