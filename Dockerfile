@@ -3,7 +3,7 @@
 # runtime and runs as an unprivileged user, so no compiler or pip cache ships in the image.
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-# gcc builds the worker's C speedup (sluice._speedups); only this stage has it.
+# gcc builds the worker's C speedups (sluice._speedups, _pgrows, _eventjson); only this stage has it.
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 RUN python -m venv /opt/sluice

@@ -2,8 +2,8 @@
 # Install the system packages the tests and the benchmark need, from Debian: the PostgreSQL server and client
 # tools (initdb, pg_ctl, psql, pgbench) and pgcopydb (a benchmark peer). `runuser` (util-linux) lets a root test
 # session start PostgreSQL as the `postgres` OS user, which the server package creates. gcc and the Python headers
-# compile the worker's optional C speedup (sluice._speedups) when pip installs the package. bubblewrap (`bwrap`) lets
-# the process node give a container with readOnlyRootFilesystem a read-only root, as a kubelet does. mariadb-server
+# compile the worker's optional C speedups (sluice._speedups, _pgrows, _eventjson) when pip installs the package.
+# bubblewrap (`bwrap`) lets the process node give a container with readOnlyRootFilesystem a read-only root, as a kubelet does. mariadb-server
 # is the MariaDB source of the MySQL-source tests (MySQL 8 itself comes from hack/install-mysql.sh); pgloader is the
 # MySQL -> PostgreSQL benchmark peer.
 #
