@@ -3,9 +3,9 @@
 # tools (initdb, pg_ctl, psql, pgbench) and pgcopydb (a benchmark peer). `runuser` (util-linux) lets a root test
 # session start PostgreSQL as the `postgres` OS user, which the server package creates. gcc and the Python headers
 # compile the worker's optional C speedups (sluice._speedups, _pgrows, _eventjson) when pip installs the package.
-# bubblewrap (`bwrap`) lets the process node give a container with readOnlyRootFilesystem a read-only root, as a kubelet does. mariadb-server
-# is the MariaDB source of the MySQL-source tests (MySQL 8 itself comes from hack/install-mysql.sh); pgloader is the
-# MySQL -> PostgreSQL benchmark peer.
+# bubblewrap (`bwrap`) lets the process node give a container with readOnlyRootFilesystem a read-only root, as a
+# kubelet does. mariadb-server is the MariaDB source of the MySQL-source tests (MySQL 8 itself comes from
+# hack/install-mysql.sh); pgloader is the MySQL -> PostgreSQL benchmark peer.
 #
 # Idempotent: installs only what is missing, runs `apt-get update` at most once and only when something must be
 # installed. Works as root, or through sudo when not root. Prints what it does.
