@@ -64,84 +64,191 @@ static Py_ssize_t scan(const unsigned char *buf, Py_ssize_t size, Py_ssize_t pos
     return pos;
 }
 
-static PyObject *tuple_values(PyObject *self, PyObject *args) {
-    Py_buffer view;
-    Py_ssize_t pos;
-    PyObject *positions, *loaders;
-    if (!PyArg_ParseTuple(args, "y*nO!O!", &view, &pos, &PyTuple_Type, &positions, &PyTuple_Type, &loaders))
-        return NULL;
-    PyObject *result = NULL, *values = NULL, *unchanged = NULL;
+/* The TupleData at *pos as (values, unchanged list or NULL); *pos moves past it. NULL with an exception set. */
+static PyObject *values_at(const unsigned char *buf, Py_ssize_t size, Py_ssize_t *pos, PyObject *positions,
+                           PyObject *loaders, PyObject **unchanged) {
+    PyObject *values = NULL;
     Slot stack[STACK_COLUMNS], *slots = stack;
-    const unsigned char *buf = (const unsigned char *)view.buf;
-    Py_ssize_t size = view.len;
+    Py_ssize_t at = *pos;
     Py_ssize_t ncols = PyTuple_GET_SIZE(positions);
+    *unchanged = NULL;
     if (PyTuple_GET_SIZE(loaders) != ncols) {
         PyErr_SetString(PyExc_ValueError, "positions and loaders differ in length");
-        goto done;
+        return NULL;
     }
-    if (pos < 0 || pos + 2 > size) {
+    if (at < 0 || at + 2 > size) {
         PyErr_SetString(MalformedTuple, "tuple data truncated");
-        goto done;
+        return NULL;
     }
-    int n = (int16_t)(((uint16_t)buf[pos] << 8) | (uint16_t)buf[pos + 1]);
-    pos += 2;
+    int n = (int16_t)(((uint16_t)buf[at] << 8) | (uint16_t)buf[at + 1]);
+    at += 2;
     if (n < 0) {
         PyErr_SetString(MalformedTuple, "negative column count");
-        goto done;
+        return NULL;
     }
-    if (n > STACK_COLUMNS) {
-        slots = PyMem_Malloc(sizeof(Slot) * (size_t)n);
-        if (slots == NULL) {
-            PyErr_NoMemory();
-            goto done;
-        }
+    if (n > STACK_COLUMNS && (slots = PyMem_Malloc(sizeof(Slot) * (size_t)n)) == NULL) {
+        PyErr_NoMemory();
+        return NULL;
     }
-    Py_ssize_t end = scan(buf, size, pos, n, slots);
+    Py_ssize_t end = scan(buf, size, at, n, slots);
     if (end < 0)
-        goto done;
+        goto fail;
     values = PyTuple_New(ncols);
     if (values == NULL)
-        goto done;
+        goto fail;
     for (Py_ssize_t i = 0; i < ncols; i++) {
-        Py_ssize_t at = PyLong_AsSsize_t(PyTuple_GET_ITEM(positions, i));
-        if (at == -1 && PyErr_Occurred())
-            goto done;
+        Py_ssize_t col = PyLong_AsSsize_t(PyTuple_GET_ITEM(positions, i));
+        if (col == -1 && PyErr_Occurred())
+            goto fail;
         PyObject *v;
-        if (at < 0 || at >= n || slots[at].start == -1) {
+        if (col < 0 || col >= n || slots[col].start == -1) {
             v = Py_NewRef(Py_None);
-        } else if (slots[at].start == -2) {
-            v = Py_NewRef(Py_None);
-            if (unchanged == NULL && (unchanged = PyList_New(0)) == NULL) {
-                Py_DECREF(v);
-                goto done;
-            }
+        } else if (slots[col].start == -2) {
+            if (*unchanged == NULL && (*unchanged = PyList_New(0)) == NULL)
+                goto fail;
             PyObject *index = PyLong_FromSsize_t(i);
-            if (index == NULL || PyList_Append(unchanged, index) < 0) {
+            if (index == NULL || PyList_Append(*unchanged, index) < 0) {
                 Py_XDECREF(index);
-                Py_DECREF(v);
-                goto done;
+                goto fail;
             }
             Py_DECREF(index);
+            v = Py_NewRef(Py_None);
         } else {
-            PyObject *raw = PyBytes_FromStringAndSize((const char *)buf + slots[at].start, slots[at].len);
+            PyObject *raw = PyBytes_FromStringAndSize((const char *)buf + slots[col].start, slots[col].len);
             if (raw == NULL)
-                goto done;
+                goto fail;
             v = PyObject_CallOneArg(PyTuple_GET_ITEM(loaders, i), raw);
             Py_DECREF(raw);
             if (v == NULL)
-                goto done;
+                goto fail;
         }
         PyTuple_SET_ITEM(values, i, v);
     }
-    PyObject *changed = unchanged == NULL ? Py_NewRef(Py_None) : PyList_AsTuple(unchanged);
-    if (changed == NULL)
-        goto done;
-    result = Py_BuildValue("(ONn)", values, changed, end);
-done:
-    Py_XDECREF(values);
-    Py_XDECREF(unchanged);
     if (slots != stack)
         PyMem_Free(slots);
+    *pos = end;
+    return values;
+fail:
+    Py_XDECREF(values);
+    Py_CLEAR(*unchanged);
+    if (slots != stack)
+        PyMem_Free(slots);
+    return NULL;
+}
+
+static PyObject *tuple_values(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t pos;
+    PyObject *positions, *loaders, *unchanged = NULL, *result = NULL;
+    if (!PyArg_ParseTuple(args, "y*nO!O!", &view, &pos, &PyTuple_Type, &positions, &PyTuple_Type, &loaders))
+        return NULL;
+    PyObject *values = values_at(view.buf, view.len, &pos, positions, loaders, &unchanged);
+    if (values != NULL) {
+        PyObject *changed = unchanged == NULL ? Py_NewRef(Py_None) : PyList_AsTuple(unchanged);
+        if (changed != NULL)
+            result = Py_BuildValue("(NNn)", values, changed, pos);
+        else
+            Py_DECREF(values);
+    }
+    Py_XDECREF(unchanged);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyObject *str_op, *str_table, *str_before, *str_after, *str_unchanged;
+
+/* cls.__new__(cls) with its fields set as a frozen dataclass's __init__ sets them (object.__setattr__). */
+static PyObject *make_change(PyTypeObject *cls, PyObject *op, PyObject *table, PyObject *before, PyObject *after,
+                             PyObject *unchanged) {
+    PyObject *empty = PyTuple_New(0);
+    if (empty == NULL)
+        return NULL;
+    PyObject *obj = cls->tp_new(cls, empty, NULL);
+    Py_DECREF(empty);
+    if (obj == NULL)
+        return NULL;
+    if (PyObject_GenericSetAttr(obj, str_op, op) < 0 || PyObject_GenericSetAttr(obj, str_table, table) < 0 ||
+        PyObject_GenericSetAttr(obj, str_before, before) < 0 || PyObject_GenericSetAttr(obj, str_after, after) < 0 ||
+        PyObject_GenericSetAttr(obj, str_unchanged, unchanged) < 0) {
+        Py_DECREF(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+static PyObject *row_change(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    PyObject *positions, *loaders, *table, *ops, *nothing;
+    PyTypeObject *cls;
+    if (!PyArg_ParseTuple(args, "y*O!O!OO!O!O", &view, &PyTuple_Type, &positions, &PyTuple_Type, &loaders, &table,
+                          &PyType_Type, &cls, &PyTuple_Type, &ops, &nothing))
+        return NULL;
+    const unsigned char *buf = view.buf;
+    Py_ssize_t size = view.len, pos = 6;
+    PyObject *before = NULL, *after = NULL, *unchanged = NULL, *ignored = NULL, *result = NULL, *frozen = NULL;
+    if (PyTuple_GET_SIZE(ops) != 3) {
+        PyErr_SetString(PyExc_ValueError, "ops must be (insert, update, delete)");
+        goto done;
+    }
+    if (size < 6) {
+        PyErr_SetString(MalformedTuple, "message truncated");
+        goto done;
+    }
+    unsigned char kind = buf[0], marker = buf[5];
+    PyObject *op;
+    if (kind == 'I') {
+        if (marker != 'N') {
+            PyErr_Format(MalformedTuple, "insert: expected 'N', got '%c'", marker);
+            goto done;
+        }
+        op = PyTuple_GET_ITEM(ops, 0);
+    } else if (kind == 'U') {
+        if (marker == 'K' || marker == 'O') {
+            before = values_at(buf, size, &pos, positions, loaders, &ignored);
+            if (before == NULL)
+                goto done;
+            if (pos >= size) {
+                PyErr_SetString(MalformedTuple, "message truncated");
+                goto done;
+            }
+            marker = buf[pos++];
+        }
+        if (marker != 'N') {
+            PyErr_Format(MalformedTuple, "update: expected 'N', got '%c'", marker);
+            goto done;
+        }
+        op = PyTuple_GET_ITEM(ops, 1);
+    } else if (kind == 'D') {
+        if (marker != 'K' && marker != 'O') {
+            PyErr_Format(MalformedTuple, "delete: expected 'K' or 'O', got '%c'", marker);
+            goto done;
+        }
+        before = values_at(buf, size, &pos, positions, loaders, &ignored);
+        if (before == NULL)
+            goto done;
+        op = PyTuple_GET_ITEM(ops, 2);
+    } else {
+        PyErr_Format(MalformedTuple, "not a row change: '%c'", kind);
+        goto done;
+    }
+    if (kind != 'D') {
+        after = values_at(buf, size, &pos, positions, loaders, &unchanged);
+        if (after == NULL)
+            goto done;
+    }
+    if (unchanged != NULL) {
+        if ((frozen = PyFrozenSet_New(unchanged)) == NULL)
+            goto done;
+    } else {
+        frozen = Py_NewRef(nothing);
+    }
+    result = make_change(cls, op, table, before ? before : Py_None, after ? after : Py_None, frozen);
+done:
+    Py_XDECREF(before);
+    Py_XDECREF(after);
+    Py_XDECREF(unchanged);
+    Py_XDECREF(ignored);
+    Py_XDECREF(frozen);
     PyBuffer_Release(&view);
     return result;
 }
@@ -150,6 +257,9 @@ static PyMethodDef methods[] = {
     {"tuple_values", tuple_values, METH_VARARGS,
      "tuple_values(buf, pos, positions, loaders) -> (values, unchanged or None, end): the pgoutput TupleData at pos "
      "as the table schema's values."},
+    {"row_change", row_change, METH_VARARGS,
+     "row_change(payload, positions, loaders, table, cls, ops, nothing) -> cls: an Insert, Update or Delete message "
+     "(no xid field) as a row change."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -165,6 +275,15 @@ PyMODINIT_FUNC PyInit__pgrows(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
+    str_op = PyUnicode_InternFromString("op");
+    str_table = PyUnicode_InternFromString("table");
+    str_before = PyUnicode_InternFromString("before");
+    str_after = PyUnicode_InternFromString("after");
+    str_unchanged = PyUnicode_InternFromString("unchanged");
+    if (!str_op || !str_table || !str_before || !str_after || !str_unchanged) {
+        Py_DECREF(m);
+        return NULL;
+    }
     MalformedTuple = PyErr_NewException("sluice._pgrows.MalformedTuple", PyExc_ValueError, NULL);
     if (MalformedTuple == NULL || PyModule_AddObjectRef(m, "MalformedTuple", MalformedTuple) < 0) {
         Py_DECREF(m);

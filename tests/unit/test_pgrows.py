@@ -1,4 +1,4 @@
-"""pgoutput row tuples as schema values: the compiled ``tuple_values`` and the Python reference must agree."""
+"""pgoutput row tuples and row changes: the compiled versions (sluice._pgrows) and the Python references must agree."""
 
 from __future__ import annotations
 
@@ -9,13 +9,20 @@ from typing import Any
 
 import pytest
 
+from sluice.worker.events import Op, RowChange, TableId
 from sluice.worker.sources.postgres import decode
-from sluice.worker.sources.postgres.decode import py_tuple_values
+from sluice.worker.sources.postgres.decode import py_row_change, py_tuple_values
 from sluice.worker.sources.postgres.pgoutput import PgOutputError
 
 IMPLEMENTATIONS = [pytest.param(py_tuple_values, id="python")]
+CHANGES = [pytest.param(py_row_change, id="python")]
 if decode.COMPILED:
     IMPLEMENTATIONS.append(pytest.param(decode.tuple_values, id="compiled"))
+    CHANGES.append(pytest.param(decode.row_change, id="compiled"))
+
+T = TableId("public", "t")
+OPS = (Op.INSERT, Op.UPDATE, Op.DELETE)
+NOTHING: frozenset[int] = frozenset()
 
 
 def wire(values: list[bytes | str | None]) -> bytes:
@@ -105,6 +112,62 @@ def test_a_loader_error_propagates_unchanged(values: Any) -> None:
 
     with pytest.raises(RefusedError):
         values(wire([b"x"]), 0, (0,), (refuse,))
+
+
+def message(kind: bytes, *parts: tuple[bytes, list[bytes | str | None]]) -> bytes:
+    return kind + struct.pack("!I", 16385) + b"".join(marker + wire(values) for marker, values in parts)
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_row_changes_of_each_kind(change: Any) -> None:
+    pos, load = (0, 1), loaders(2)
+    got = change(message(b"I", (b"N", [b"1", "u"])), pos, load, T, RowChange, OPS, NOTHING)
+    assert got == RowChange(Op.INSERT, T, None, ((0, b"1"), None), frozenset({1}))
+    got = change(message(b"U", (b"K", [b"1", None]), (b"N", [b"2", b"x"])), pos, load, T, RowChange, OPS, NOTHING)
+    assert got == RowChange(Op.UPDATE, T, ((0, b"1"), None), ((0, b"2"), (1, b"x")))
+    assert got.unchanged is NOTHING
+    got = change(message(b"U", (b"N", [b"2", b"x"])), pos, load, T, RowChange, OPS, NOTHING)
+    assert got == RowChange(Op.UPDATE, T, None, ((0, b"2"), (1, b"x")))
+    got = change(message(b"D", (b"O", [b"3", b"y"])), pos, load, T, RowChange, OPS, NOTHING)
+    assert got == RowChange(Op.DELETE, T, ((0, b"3"), (1, b"y")), None)
+    with pytest.raises(AttributeError):  # still a frozen dataclass
+        got.op = Op.INSERT
+
+
+@pytest.mark.parametrize("change", CHANGES)
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(b"I\0\0", id="header cut short"),
+        pytest.param(message(b"I", (b"K", [b"1"])), id="insert without N"),
+        pytest.param(message(b"U", (b"K", [b"1"])), id="update without its new tuple"),
+        pytest.param(message(b"U", (b"X", [b"1"])), id="update with an unknown marker"),
+        pytest.param(message(b"D", (b"N", [b"1"])), id="delete without K or O"),
+        pytest.param(message(b"U", (b"O", [b"1"]), (b"N", [b"2"]))[:-1], id="new tuple cut short"),
+    ],
+)
+def test_malformed_row_changes_raise(change: Any, payload: bytes) -> None:
+    with pytest.raises((decode.MalformedTuple, PgOutputError)):
+        change(payload, (0,), loaders(1), T, RowChange, OPS, NOTHING)
+
+
+def test_random_row_changes_agree() -> None:
+    if not decode.COMPILED:
+        pytest.skip("sluice._pgrows is not built")
+    rng = random.Random(9)
+
+    def values() -> list[bytes | str | None]:
+        return [rng.choice([None, "u", str(rng.randint(0, 99)).encode()]) for _ in range(rng.randint(0, 5))]
+
+    for _ in range(2000):
+        kind = rng.choice([b"I", b"U", b"D"])
+        parts = {b"I": [(b"N", values())], b"D": [(rng.choice([b"K", b"O"]), values())]}.get(
+            kind, [(b"K", values()), (b"N", values())] if rng.random() < 0.5 else [(b"N", values())]
+        )
+        payload = message(kind, *parts)
+        positions = tuple(rng.randint(-1, 5) for _ in range(rng.randint(0, 5)))
+        args = (payload, positions, loaders(len(positions)), T, RowChange, OPS, NOTHING)
+        assert decode.row_change(*args) == py_row_change(*args)
 
 
 def test_ci_builds_the_compiled_version() -> None:

@@ -38,7 +38,7 @@ from sluice.worker.positions import Lsn
 from sluice.worker.sources.postgres import pgoutput as po
 from sluice.worker.sources.postgres.types import PgType, column_type, install_loaders
 
-__all__ = ["COMPILED", "EventDecoder", "pg_timestamp", "py_tuple_values", "tuple_values"]
+__all__ = ["COMPILED", "EventDecoder", "pg_timestamp", "py_row_change", "py_tuple_values", "row_change", "tuple_values"]
 
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -86,22 +86,74 @@ def py_tuple_values(
     return tuple(out), (tuple(unchanged) if unchanged else None), end
 
 
+def py_row_change(
+    payload: bytes,
+    positions: tuple[int, ...],
+    loaders: tuple[Loader, ...],
+    table: TableId,
+    cls: type[RowChange],
+    ops: tuple[Op, Op, Op],
+    nothing: frozenset[int],
+) -> RowChange:
+    """An Insert, Update or Delete message outside a streamed block (no xid field) as a ``cls`` row change, ``ops``
+    being (insert, update, delete) and ``nothing`` the empty ``unchanged``. The reference of
+    ``sluice._pgrows.row_change`` (and the fallback where it was not built)."""
+    if len(payload) < 6:
+        raise po.PgOutputError("message truncated")
+    kind, marker, pos = payload[0], payload[5], 6
+    before = after = None
+    unchanged: tuple[int, ...] | None = None
+    if kind == _INSERT:
+        if marker != _NEW:
+            raise po.PgOutputError(f"insert: expected 'N', got {chr(marker)!r}")
+        op = ops[0]
+    elif kind == _UPDATE:
+        if marker in (_KEY, _OLD):
+            before, _, pos = py_tuple_values(payload, pos, positions, loaders)
+            if pos >= len(payload):
+                raise po.PgOutputError("message truncated")
+            marker = payload[pos]
+            pos += 1
+        if marker != _NEW:
+            raise po.PgOutputError(f"update: expected 'N', got {chr(marker)!r}")
+        op = ops[1]
+    elif kind == _DELETE:
+        if marker not in (_KEY, _OLD):
+            raise po.PgOutputError(f"delete: expected 'K' or 'O', got {chr(marker)!r}")
+        before, _, pos = py_tuple_values(payload, pos, positions, loaders)
+        op = ops[2]
+    else:
+        raise po.PgOutputError(f"not a row change: {chr(kind)!r}")
+    if kind != _DELETE:
+        after, unchanged, _ = py_tuple_values(payload, pos, positions, loaders)
+    return cls(op, table, before, after, frozenset(unchanged) if unchanged else nothing)
+
+
 tuple_values: Callable[
     [bytes, int, tuple[int, ...], tuple[Loader, ...]], tuple[tuple[Any, ...], tuple[int, ...] | None, int]
 ]
+row_change: Callable[
+    [bytes, tuple[int, ...], tuple[Loader, ...], TableId, type[RowChange], tuple[Op, Op, Op], frozenset[int]],
+    RowChange,
+]
 MalformedTuple: type[Exception]
 try:
-    from sluice._pgrows import MalformedTuple, tuple_values  # type: ignore[import-not-found,no-redef,unused-ignore]
+    from sluice._pgrows import (  # type: ignore[import-not-found,no-redef,unused-ignore]
+        MalformedTuple,
+        row_change,
+        tuple_values,
+    )
 
     #: the compiled version is in use (CI requires it: the published figures come from it)
     COMPILED = True
 except ImportError:  # built without a C compiler
-    MalformedTuple, tuple_values, COMPILED = po.PgOutputError, py_tuple_values, False
+    MalformedTuple, tuple_values, row_change, COMPILED = po.PgOutputError, py_tuple_values, py_row_change, False
 
 _INSERT, _UPDATE, _DELETE = b"IUD"
 _NEW, _KEY, _OLD = b"NKO"
 _OID = struct.Struct("!I")
 _NOTHING: frozenset[int] = frozenset()
+_OPS = (Op.INSERT, Op.UPDATE, Op.DELETE)
 
 
 @dataclass
@@ -149,7 +201,7 @@ class EventDecoder:
     def feed(self, payload: bytes) -> Event | None:
         kind = payload[0] if payload else 0
         if kind in (_INSERT, _UPDATE, _DELETE) and not self._decoder.in_stream:
-            return None if self._skip else self._row(kind, payload)
+            return None if self._skip else self._row(payload)
         msg = self._decoder.decode(payload)
         if isinstance(msg, po.Begin):
             # The server skips transactions that committed before the start position; so does this, in case the
@@ -184,40 +236,16 @@ class EventDecoder:
             return Truncate(tables, cascade=bool(msg.options & 1), restart_identity=bool(msg.options & 2))
         return None  # Origin, Type, logical messages
 
-    def _row(self, kind: int, payload: bytes) -> RowChange | None:
+    def _row(self, payload: bytes) -> RowChange | None:
         """An Insert, Update or Delete message (outside a streamed block: no xid field) as a row change."""
+        if len(payload) < 5:
+            raise po.PgOutputError("message truncated")
         (oid,) = _OID.unpack_from(payload, 1)
         shape = self._shapes.get(oid)
         if shape is None:
             return None
-        positions, loaders = shape.positions, shape.loaders
         try:
-            marker = payload[5]
-            if kind == _INSERT:
-                if marker != _NEW:
-                    raise po.PgOutputError(f"insert: expected 'N', got {chr(marker)!r}")
-                after, unchanged, _ = tuple_values(payload, 6, positions, loaders)
-                change = RowChange(Op.INSERT, shape.table, None, after, frozenset(unchanged) if unchanged else _NOTHING)
-            elif kind == _UPDATE:
-                before = None
-                pos = 6
-                if marker in (_KEY, _OLD):
-                    before, _, pos = tuple_values(payload, pos, positions, loaders)
-                    marker = payload[pos]
-                    pos += 1
-                if marker != _NEW:
-                    raise po.PgOutputError(f"update: expected 'N', got {chr(marker)!r}")
-                after, unchanged, _ = tuple_values(payload, pos, positions, loaders)
-                change = RowChange(
-                    Op.UPDATE, shape.table, before, after, frozenset(unchanged) if unchanged else _NOTHING
-                )
-            else:
-                if marker not in (_KEY, _OLD):
-                    raise po.PgOutputError(f"delete: expected 'K' or 'O', got {chr(marker)!r}")
-                before, _, _ = tuple_values(payload, 6, positions, loaders)
-                change = RowChange(Op.DELETE, shape.table, before, None)
-        except IndexError as exc:
-            raise po.PgOutputError("message truncated") from exc
+            change = row_change(payload, shape.positions, shape.loaders, shape.table, RowChange, _OPS, _NOTHING)
         except MalformedTuple as exc:
             raise po.PgOutputError(str(exc)) from exc
         label = shape.table.label
