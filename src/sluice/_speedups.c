@@ -546,6 +546,9 @@ static PyObject *mysql_copy_row(PyObject *Py_UNUSED(self), PyObject *args) {
  * chosen by sluice.worker.sources.mysql.rowdecode.column_specs). The values are mysql-replication's, value for
  * value; sluice.worker.sources.mysql.rowdecode.py_decode_rows is the reference and fallback, and the tests compare
  * the two and the library on real events. Truncated input raises ValueError, never reads past `end`.
+ * With `loaders` (one callable or None per column), each value is passed through its column's loader, where the
+ * column has one, before it goes into the row (the stream's per-column loaders, skipped where they would return
+ * the value as it is).
  * ================================================================================================================ */
 #include <datetime.h>
 
@@ -966,8 +969,9 @@ fail:
 static PyObject *mysql_rows_decode(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_buffer view;
     Py_ssize_t pos, end;
-    PyObject *bitmaps, *specs;
-    if (!PyArg_ParseTuple(args, "y*nnO!O!", &view, &pos, &end, &PyTuple_Type, &bitmaps, &PyTuple_Type, &specs))
+    PyObject *bitmaps, *specs, *loaders = Py_None;
+    if (!PyArg_ParseTuple(args, "y*nnO!O!|O", &view, &pos, &end, &PyTuple_Type, &bitmaps, &PyTuple_Type, &specs,
+                          &loaders))
         return NULL;
     PyObject *rows = NULL;
     rd_col *cols = NULL;
@@ -993,6 +997,10 @@ static PyObject *mysql_rows_decode(PyObject *Py_UNUSED(self), PyObject *args) {
     }
     if ((cols = rd_parse_specs(specs, &ncols)) == NULL)
         goto done;
+    if (loaders != Py_None && (!PyTuple_Check(loaders) || PyTuple_GET_SIZE(loaders) != ncols)) {
+        PyErr_SetString(PyExc_ValueError, "loaders must be None or one callable (or None) per column");
+        goto done;
+    }
     /* present[image * ncols + i]: column i is in that image; counts[image]: how many are */
     present = PyMem_Malloc((size_t)(nimages * (ncols ? ncols : 1)));
     if (present == NULL) {
@@ -1048,6 +1056,18 @@ static PyObject *mysql_rows_decode(PyObject *Py_UNUSED(self), PyObject *args) {
                     }
                     k++;
                 }
+                if (loaders != Py_None) {
+                    PyObject *load = PyTuple_GET_ITEM(loaders, i);
+                    if (load != Py_None) {
+                        PyObject *loaded = PyObject_CallOneArg(load, v);
+                        Py_DECREF(v);
+                        if (loaded == NULL) {
+                            Py_DECREF(row);
+                            goto fail;
+                        }
+                        v = loaded;
+                    }
+                }
                 PyTuple_SET_ITEM(row, i, v);
             }
             int rc = PyList_Append(rows, row);
@@ -1076,8 +1096,8 @@ static PyMethodDef methods[] = {
     {"mysql_copy_row", mysql_copy_row, METH_VARARGS,
      "mysql_copy_row(payload, kinds, widths, fallbacks) -> bytes: one row packet's payload as one COPY line."},
     {"mysql_rows_decode", mysql_rows_decode, METH_VARARGS,
-     "mysql_rows_decode(buf, pos, end, bitmaps, specs) -> list of tuples: the row images of a binlog rows event "
-     "body buf[pos:end], values as mysql-replication decodes them."},
+     "mysql_rows_decode(buf, pos, end, bitmaps, specs, loaders=None) -> list of tuples: the row images of a binlog "
+     "rows event body buf[pos:end], values as mysql-replication decodes them (then through each column's loader)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -17,6 +17,7 @@ from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from sluice.worker.sources.mysql import rowdecode
+from sluice.worker.sources.mysql.types import ColumnInfo, column_of, loader_for
 from tests.support.mysql import MySqlDatabase
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -294,8 +295,27 @@ def test_decoders_match_the_library_on_real_events(mysql_db: MySqlDatabase) -> N
         only_schemas=[mysql_db.name],
         is_mariadb=mysql_db.mariadb,
     )
+    infos = [
+        ColumnInfo(
+            name=str(r[0]),
+            data_type=str(r[1]).lower(),
+            column_type=str(r[2]),
+            nullable=str(r[3]).upper() == "YES",
+            precision=None if r[4] is None else int(r[4]),
+            scale=None if r[5] is None else int(r[5]),
+            length=None if r[6] is None else int(r[6]),
+            json_check=mysql_db.mariadb and str(r[0]) == "j",
+        )
+        for r in mysql_db.execute(
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, NUMERIC_SCALE, "
+            "CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+            "AND TABLE_NAME = 'rd' ORDER BY ORDINAL_POSITION"
+        )
+    ]
+    neutral = [column_of(i, infer_bool=True) for i in infos]
+    loaders = [loader_for(i, c) for i, c in zip(infos, neutral, strict=True)]
     kinds: dict[str, int] = {}
-    images = 0
+    images = skipped = 0
     try:
         for event in reader:
             if event.table == "done":
@@ -315,6 +335,16 @@ def test_decoders_match_the_library_on_real_events(mysql_db: MySqlDatabase) -> N
             names = [c.name for c in event.table_map[event.table_id].columns]
             assert _diff(names, reference, library) == [], "Python reference vs library"
             assert _diff(names, compiled, library) == [], "compiled vs library"
+            # With the stream's loaders: fused (identity loaders skipped) == every loader on the library's values.
+            specs = body[4]
+            fused = tuple(
+                None if rowdecode.loader_is_identity(spec, col) else load
+                for spec, col, load in zip(specs, neutral, loaders, strict=True)
+            )
+            loaded = [tuple(load(v) for load, v in zip(loaders, row, strict=True)) for row in library]
+            assert _diff(names, rowdecode.mysql_rows_decode(*body, fused), loaded) == [], "compiled + loaders"
+            assert _diff(names, rowdecode.py_decode_rows(*body, fused), loaded) == [], "reference + loaders"
+            skipped += sum(f is None for f in fused)
             kinds[type(event).__name__] = kinds.get(type(event).__name__, 0) + 1
             images += len(library)
     finally:
@@ -322,6 +352,7 @@ def test_decoders_match_the_library_on_real_events(mysql_db: MySqlDatabase) -> N
     assert set(kinds) == {"WriteRowsEvent", "UpdateRowsEvent", "DeleteRowsEvent"}, kinds
     # 64 inserted, 64 updated (x2 images), 20 + 5 minimal-image updates (x2), 5 + 59 deleted
     assert images == 64 + 128 + 50 + 64, images
+    assert skipped > 0
 
 
 def test_decode_rows_is_what_the_stream_gets(mysql_db: MySqlDatabase) -> None:

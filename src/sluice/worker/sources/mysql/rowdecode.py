@@ -30,7 +30,18 @@ from pymysqlreplication.constants import BINLOG, FIELD_TYPE
 from pymysqlreplication.json_binary import parse_json
 from pymysqlreplication.row_event import RowsEvent, UpdateRowsEvent
 
-__all__ = ["SPEEDUPS", "Spec", "column_specs", "decode_rows", "event_body", "mysql_rows_decode", "py_decode_rows"]
+from sluice.worker.events import Column, TypeKind
+
+__all__ = [
+    "SPEEDUPS",
+    "Spec",
+    "column_specs",
+    "decode_rows",
+    "event_body",
+    "loader_is_identity",
+    "mysql_rows_decode",
+    "py_decode_rows",
+]
 
 #: one column's decoder: (code, m1, m2, extra); see the ``C_*`` codes
 Spec = tuple[int, int, int, Any]
@@ -145,6 +156,36 @@ def column_specs(columns: Sequence[Any]) -> tuple[Spec, ...] | None:
             return None
         out.append(spec)
     return tuple(out)
+
+
+def loader_is_identity(spec: Spec, column: Column) -> bool:
+    """Whether the stream's loader of ``column`` (:func:`.types.loader_for`) returns every value this decoder gives
+    for ``spec`` as it is, so the decoder may skip calling it. Only the plain cases; anything else keeps its loader
+    (a FLOAT's shortest form, zero dates of NOT NULL columns, TIMESTAMP's time zone, BINARY's padding, SET, JSON,
+    BIT, booleans, and integers whose signedness in the table map differs from the schema's)."""
+    code, m1, m2, extra = spec
+    t = column.type
+    kind = t.kind
+    if kind == TypeKind.INT:
+        if code == C_YEAR:
+            return True
+        return code in _INT_CODES.values() and bool(m1) == bool(t.unsigned)
+    if kind in (TypeKind.TEXT, TypeKind.ENUM):
+        return (code == C_STRING and extra is not None) or code == C_ENUM
+    if kind == TypeKind.DECIMAL:
+        return code == C_DECIMAL
+    if kind == TypeKind.FLOAT:
+        return code == C_DOUBLE
+    if kind == TypeKind.INTERVAL:
+        return code == C_TIME2
+    if kind == TypeKind.TIMESTAMP:
+        return code == C_DATETIME2 and column.nullable
+    if kind == TypeKind.DATE:
+        return code == C_DATE and column.nullable
+    if kind == TypeKind.BYTES:
+        native = (t.native or "").strip().lower()
+        return code == C_STRING and extra is None and not m2 and not native.startswith("binary")
+    return False
 
 
 # ---------------------------------------------------------------------------------------------------- reference
@@ -281,10 +322,18 @@ def _value(buf: bytes, pos: int, end: int, spec: Spec) -> tuple[Any, int]:
 
 
 def py_decode_rows(
-    buf: bytes, pos: int, end: int, bitmaps: Sequence[bytes], specs: Sequence[Spec]
+    buf: bytes,
+    pos: int,
+    end: int,
+    bitmaps: Sequence[bytes],
+    specs: Sequence[Spec],
+    loaders: Sequence[Callable[[Any], Any] | None] | None = None,
 ) -> list[tuple[Any, ...]]:
     """The rows of a rows event body ``buf[pos:end]``: one tuple per row image, ``len(bitmaps)`` images a row (the
-    present-columns bitmap of each), values as ``mysql-replication`` decodes them (reference of the C loop)."""
+    present-columns bitmap of each), values as ``mysql-replication`` decodes them (reference of the C loop); with
+    ``loaders``, each value then goes through its column's loader where it has one (None: taken as it is)."""
+    if loaders is not None and len(loaders) != len(specs):
+        raise ValueError("loaders must be None or one callable (or None) per column")
     ncols = len(specs)
     present = [[bool(bm[i >> 3] & (1 << (i & 7))) for i in range(ncols)] for bm in bitmaps]
     counts = [sum(p) for p in present]
@@ -310,6 +359,8 @@ def py_decode_rows(
                     value, pos = _value(buf, pos, end, specs[i])
                     values.append(value)
                 k += 1
+            if loaders is not None:
+                values = [v if load is None else load(v) for load, v in zip(loaders, values, strict=True)]
             out.append(tuple(values))
     return out
 
@@ -370,15 +421,18 @@ def event_body(event: Any) -> tuple[bytes, int, int, tuple[bytes, ...], tuple[Sp
     return data, pos, end, bitmaps, specs
 
 
-def decode_rows(event: Any) -> list[tuple[Any, ...]] | None:
-    """The row images of a ``mysql-replication`` rows event (as :func:`py_decode_rows` gives them), or None where
-    the library must read this event itself. Call before anything reads ``event.rows``."""
+def decode_rows(
+    event: Any, loaders: Sequence[Callable[[Any], Any] | None] | None = None
+) -> list[tuple[Any, ...]] | None:
+    """The row images of a ``mysql-replication`` rows event (as :func:`py_decode_rows` gives them, through
+    ``loaders`` if given), or None where the library must read this event itself. Call before anything reads
+    ``event.rows``."""
     if not event.complete:
         return []
     body = event_body(event)
     if body is None:
         return None
-    rows = mysql_rows_decode(*body)
+    rows = mysql_rows_decode(*body, tuple(loaders)) if loaders is not None else mysql_rows_decode(*body)
     event.packet.packet._position = body[2]
     event.packet.read_bytes = event.event_size
     return rows

@@ -28,10 +28,9 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from operator import call
 from typing import Any
 
 import pymysql
@@ -56,7 +55,7 @@ from sluice.worker.positions import Position
 from sluice.worker.sources.base import ChangeStream, Lag
 from sluice.worker.sources.mysql.errors import classify
 from sluice.worker.sources.mysql.positions import MySqlPosition, add_gtid, mariadb_state_add
-from sluice.worker.sources.mysql.rowdecode import decode_rows
+from sluice.worker.sources.mysql.rowdecode import decode_rows, loader_is_identity, table_specs
 from sluice.worker.sources.mysql.types import Loader
 
 __all__ = ["IDLE_COMMIT_S", "QUEUE_EVENTS", "BinlogStream", "parse_ddl"]
@@ -370,10 +369,12 @@ class BinlogStream(ChangeStream):
         loaders = self._loaders(label)
         names = schema.column_names
         table = schema.table
-        decoded = decode_rows(event)
-        if decoded is not None:
+        tmap = event.table_map.get(event.table_id)
+        plan = self._plan(tmap, schema, loaders) if tmap is not None else None
+        decoded = decode_rows(event, plan[1]) if plan is not None and plan[1] is not None else decode_rows(event)
+        if decoded is not None and plan is not None:
             self._begin(event)
-            self._decoded(event, decoded, loaders, names, table)
+            self._decoded(event, decoded, plan, loaders, table)
             return
 
         def row_of(values: dict[str, Any]) -> tuple[Any, ...]:
@@ -390,22 +391,43 @@ class BinlogStream(ChangeStream):
             for row in event.rows:
                 self._put(RowChange(Op.DELETE, table, row_of(row["values"]), None))
 
+    @staticmethod
+    def _plan(tmap: Any, schema: TableSchema, loaders: list[Loader]) -> tuple[list[int], tuple[Any, ...] | None]:
+        """For the rows of table map ``tmap``: where each schema column is in its images (-1: not there), and, when
+        they are the same columns in the same order, the loaders for the decoder to apply (None where a loader would
+        return the decoded value as it is). Kept on the table map (a new one comes with every transaction)."""
+        names = schema.column_names
+        cached = getattr(tmap, "_sluice_plan", None)
+        if cached is not None and cached[0] is loaders and cached[1] == names:
+            return cached[2]  # type: ignore[no-any-return]
+        where = {c.name: i for i, c in enumerate(tmap.columns)}
+        positions = [where.get(n, -1) for n in names]
+        fused: tuple[Any, ...] | None = None
+        specs = table_specs(tmap)
+        if specs is not None and positions == list(range(len(tmap.columns))):
+            fused = tuple(
+                None if loader_is_identity(spec, column) else load
+                for spec, column, load in zip(specs, schema.columns, loaders, strict=True)
+            )
+        plan = (positions, fused)
+        tmap._sluice_plan = (loaders, names, plan)
+        return plan
+
     def _decoded(
-        self, event: Any, images: list[tuple[Any, ...]], loaders: list[Loader], names: Sequence[str], table: TableId
+        self,
+        event: Any,
+        images: list[tuple[Any, ...]],
+        plan: tuple[list[int], tuple[Any, ...] | None],
+        loaders: list[Loader],
+        table: TableId,
     ) -> None:
-        """The events of rows decoded by :mod:`.rowdecode` (tuples in the table map's column order)."""
-        tmap = event.table_map[event.table_id]
-        cached = getattr(tmap, "_sluice_positions", None)
-        if cached is not None and cached[0] == names:
-            positions = cached[1]
-        else:
-            where = {c.name: i for i, c in enumerate(tmap.columns)}
-            positions = [where.get(n, -1) for n in names]
-            tmap._sluice_positions = (names, positions)
-        if positions == list(range(len(tmap.columns))):
+        """The events of rows decoded by :mod:`.rowdecode`: already loaded (``plan`` has fused loaders), or tuples
+        in the table map's column order still to load."""
+        positions, fused = plan
+        if fused is not None:
 
             def row_of(values: tuple[Any, ...]) -> tuple[Any, ...]:
-                return tuple(map(call, loaders, values))
+                return values
 
         else:
 
