@@ -16,7 +16,11 @@ compression; Debezium Server: one event per request, JSON with its schema, as it
   events, rows/s;
 - latency: single-row commits at a low rate, COMMIT returning → the request with that row received, p50/p99
   (sluice's ``limits.cdc.flush_interval_ms`` and Debezium's ``poll.interval.ms`` are both set to 10 ms);
-- the receiver's ceilings in events/s, and each peer's ratio to the one of its request shape.
+- CPU seconds (user + system) of the peer's processes for the snapshot and for the UPDATE, and their peak RSS: what
+  each costs, readable even when other work on the machine stretches the wall-clock figures;
+- the receiver's ceilings in events/s, and each peer's ratio to the one of its request shape;
+- the source's ceiling: the same UPDATE again, read by a bare pgoutput reader (a slot of its own, streaming off as
+  both peers read, nothing decoded), COMMIT → every row's message received: no consumer of this server can beat it.
 
 The receiver answers 200 at once; it counts sluice's events with the ``X-Sluice-Events`` header and parses only
 the bodies of the latency table; a Debezium event is parsed (its table and ``op`` are only in the body). Run
