@@ -60,6 +60,43 @@ def debezium_home() -> Path:
     return cache / "debezium" / DEBEZIUM_VERSION
 
 
+def start_connect_standalone(
+    work: Path, prefix: str, bootstrap: str, connector: dict[str, str], jvm_opts: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
+    """Kafka Connect's standalone worker (the jars of ``hack/install-debezium.sh``) running one ``connector``, with
+    ``JsonConverter`` (schemas on) and file offsets in ``work``; its output goes to ``work/<prefix>.log``.
+    ``jvm_opts`` go before the main class (none: the JVM's own defaults)."""
+    worker = {
+        "bootstrap.servers": bootstrap,
+        "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "key.converter.schemas.enable": "true",
+        "value.converter.schemas.enable": "true",
+        "offset.storage.file.filename": str(work / f"{prefix}.offsets"),
+        "offset.flush.interval.ms": "1000",
+        "listeners": "http://127.0.0.1:0",
+        "plugin.discovery": "only_scan",
+    }
+    wp, cp = work / f"{prefix}-worker.properties", work / f"{prefix}-connector.properties"
+    wp.write_text("".join(f"{k}={v}\n" for k, v in worker.items()))
+    cp.write_text("".join(f"{k}={v}\n" for k, v in connector.items()))
+    return subprocess.Popen(
+        [
+            "java",
+            *jvm_opts,
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+            "-cp",
+            str(debezium_home() / "libs" / "*"),
+            "org.apache.kafka.connect.cli.ConnectStandalone",
+            str(wp),
+            str(cp),
+        ],
+        stdout=(work / f"{prefix}.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 @dataclass
 class Result:
     name: str
@@ -102,13 +139,14 @@ class TopicCounter:
     def _run(self) -> None:
         while not self._stop.is_set():
             for msg in self._consumer.consume(10000, 0.005):  # returns after this timeout even with fewer
-                if msg.error() is not None or msg.value() is None:
+                value = msg.value()
+                if msg.error() is not None or value is None:
                     continue
                 if msg.topic() == self.topic:
                     self.count += 1
                 else:
                     with contextlib.suppress(Exception):
-                        payload = json.loads(msg.value())["payload"]
+                        payload = json.loads(value)["payload"]
                         if payload.get("after"):
                             self.arrivals[int(payload["after"]["id"])] = time.monotonic()
 
@@ -172,18 +210,6 @@ class Bench:
         )
 
     def start_debezium(self, prefix: str, conn: dict[str, Any]) -> subprocess.Popen[bytes]:
-        home = debezium_home()
-        worker = {
-            "bootstrap.servers": self.kafka.bootstrap,
-            "key.converter": "org.apache.kafka.connect.json.JsonConverter",
-            "value.converter": "org.apache.kafka.connect.json.JsonConverter",
-            "key.converter.schemas.enable": "true",
-            "value.converter.schemas.enable": "true",
-            "offset.storage.file.filename": str(self.work / f"{prefix}.offsets"),
-            "offset.flush.interval.ms": "1000",
-            "listeners": "http://127.0.0.1:0",
-            "plugin.discovery": "only_scan",
-        }
         connector = {
             "name": prefix,
             "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
@@ -202,23 +228,7 @@ class Bench:
             "topic.creation.default.replication.factor": "1",
             "topic.creation.default.partitions": "1",
         }
-        wp, cp = self.work / f"{prefix}-worker.properties", self.work / f"{prefix}-connector.properties"
-        wp.write_text("".join(f"{k}={v}\n" for k, v in worker.items()))
-        cp.write_text("".join(f"{k}={v}\n" for k, v in connector.items()))
-        return subprocess.Popen(
-            [
-                "java",
-                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-                "-cp",
-                str(home / "libs" / "*"),
-                "org.apache.kafka.connect.cli.ConnectStandalone",
-                str(wp),
-                str(cp),
-            ],
-            stdout=(self.work / f"{prefix}.log").open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        return start_connect_standalone(self.work, prefix, self.kafka.bootstrap, connector)
 
     # ---- one peer ----------------------------------------------------------------------------------------------
 
@@ -308,14 +318,14 @@ class Bench:
             )
 
 
-def render(results: list[Result], args: argparse.Namespace) -> str:
+def render(results: list[Result], args: argparse.Namespace, title: str = "") -> str:
     by = {r.name: r for r in results}
 
     def rate(r: Result | None, seconds: float | None, rows: int) -> float | None:
         return rows / seconds if r is not None and r.available and seconds else None
 
     lines = [
-        f"# PostgreSQL → Kafka: Sluice vs Debezium {DEBEZIUM_VERSION} on Kafka Connect",
+        title or f"# PostgreSQL → Kafka: Sluice vs Debezium {DEBEZIUM_VERSION} on Kafka Connect",
         "",
         f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {args.rows:,} rows, {os.cpu_count()} CPUs",
         "",
@@ -326,7 +336,10 @@ def render(results: list[Result], args: argparse.Namespace) -> str:
     def row(label: str, fn: Any, better_low: bool = False) -> None:
         s, d = fn(by.get("sluice")), fn(by.get("debezium"))
         ratio = "—" if s is None or d is None or not d or not s else f"{(d / s if better_low else s / d):.2f}x"
-        fmt = lambda v: "—" if v is None else f"{v:,.1f}"  # noqa: E731
+
+        def fmt(v: float | None) -> str:
+            return "—" if v is None else f"{v:,.1f}"
+
         lines.append(f"| {label} | {fmt(s)} | {fmt(d)} | {ratio} |")
 
     row("snapshot rows/s", lambda r: rate(r, r.snapshot_s if r else None, args.rows))
