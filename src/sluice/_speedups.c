@@ -548,7 +548,9 @@ static PyObject *mysql_copy_row(PyObject *Py_UNUSED(self), PyObject *args) {
  * the two and the library on real events. Truncated input raises ValueError, never reads past `end`.
  * With `loaders` (one callable or None per column), each value is passed through its column's loader, where the
  * column has one, before it goes into the row (the stream's per-column loaders, skipped where they would return
- * the value as it is).
+ * the value as it is). With `change` = (cls, op, table, unchanged, slot), each row comes back as a `cls` (the frozen
+ * RowChange dataclass, its fields set as its __init__ would) with its image as after (slot 0: inserts), before
+ * (slot 1: deletes), or before and after (slot 2: updates, two images).
  * ================================================================================================================ */
 #include <datetime.h>
 
@@ -966,13 +968,45 @@ fail:
     return NULL;
 }
 
+static PyObject *rd_str_op, *rd_str_table, *rd_str_before, *rd_str_after, *rd_str_unchanged;
+
+/* cls.__new__(cls) with its fields set as a frozen dataclass's __init__ sets them (object.__setattr__); the
+ * row-change building of mysql_rows_decode. */
+static PyObject *rd_make_change(PyTypeObject *cls, PyObject *op, PyObject *table, PyObject *before, PyObject *after,
+                                PyObject *unchanged) {
+    if (rd_str_unchanged == NULL) {
+        if ((rd_str_op = PyUnicode_InternFromString("op")) == NULL ||
+            (rd_str_table = PyUnicode_InternFromString("table")) == NULL ||
+            (rd_str_before = PyUnicode_InternFromString("before")) == NULL ||
+            (rd_str_after = PyUnicode_InternFromString("after")) == NULL ||
+            (rd_str_unchanged = PyUnicode_InternFromString("unchanged")) == NULL)
+            return NULL;
+    }
+    PyObject *empty = PyTuple_New(0);
+    if (empty == NULL)
+        return NULL;
+    PyObject *obj = cls->tp_new(cls, empty, NULL);
+    Py_DECREF(empty);
+    if (obj == NULL)
+        return NULL;
+    if (PyObject_GenericSetAttr(obj, rd_str_op, op) < 0 || PyObject_GenericSetAttr(obj, rd_str_table, table) < 0 ||
+        PyObject_GenericSetAttr(obj, rd_str_before, before) < 0 ||
+        PyObject_GenericSetAttr(obj, rd_str_after, after) < 0 ||
+        PyObject_GenericSetAttr(obj, rd_str_unchanged, unchanged) < 0) {
+        Py_DECREF(obj);
+        return NULL;
+    }
+    return obj;
+}
+
 static PyObject *mysql_rows_decode(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_buffer view;
     Py_ssize_t pos, end;
-    PyObject *bitmaps, *specs, *loaders = Py_None;
-    if (!PyArg_ParseTuple(args, "y*nnO!O!|O", &view, &pos, &end, &PyTuple_Type, &bitmaps, &PyTuple_Type, &specs,
-                          &loaders))
+    PyObject *bitmaps, *specs, *loaders = Py_None, *change = Py_None;
+    if (!PyArg_ParseTuple(args, "y*nnO!O!|OO", &view, &pos, &end, &PyTuple_Type, &bitmaps, &PyTuple_Type, &specs,
+                          &loaders, &change))
         return NULL;
+    PyObject *prev = NULL; /* with `change`, an UPDATE's before image waiting for its after image */
     PyObject *rows = NULL;
     rd_col *cols = NULL;
     unsigned char *present = NULL;
@@ -1000,6 +1034,28 @@ static PyObject *mysql_rows_decode(PyObject *Py_UNUSED(self), PyObject *args) {
     if (loaders != Py_None && (!PyTuple_Check(loaders) || PyTuple_GET_SIZE(loaders) != ncols)) {
         PyErr_SetString(PyExc_ValueError, "loaders must be None or one callable (or None) per column");
         goto done;
+    }
+    /* change = (cls, op, table, unchanged, slot): each row as cls with its image(s) as after (slot 0), before
+     * (slot 1), or before and after (slot 2, two images) */
+    PyTypeObject *ch_cls = NULL;
+    PyObject *ch_op = NULL, *ch_table = NULL, *ch_unchanged = NULL;
+    long ch_slot = 0;
+    if (change != Py_None) {
+        if (!PyTuple_Check(change) || PyTuple_GET_SIZE(change) != 5 || !PyType_Check(PyTuple_GET_ITEM(change, 0))) {
+            PyErr_SetString(PyExc_ValueError, "change must be None or (cls, op, table, unchanged, slot)");
+            goto done;
+        }
+        ch_cls = (PyTypeObject *)PyTuple_GET_ITEM(change, 0);
+        ch_op = PyTuple_GET_ITEM(change, 1);
+        ch_table = PyTuple_GET_ITEM(change, 2);
+        ch_unchanged = PyTuple_GET_ITEM(change, 3);
+        ch_slot = PyLong_AsLong(PyTuple_GET_ITEM(change, 4));
+        if (PyErr_Occurred())
+            goto done;
+        if (ch_slot < 0 || ch_slot > 2 || (ch_slot == 2) != (nimages == 2)) {
+            PyErr_SetString(PyExc_ValueError, "change slot 2 (before and after) goes with two images, 0/1 with one");
+            goto done;
+        }
     }
     /* present[image * ncols + i]: column i is in that image; counts[image]: how many are */
     present = PyMem_Malloc((size_t)(nimages * (ncols ? ncols : 1)));
@@ -1070,6 +1126,24 @@ static PyObject *mysql_rows_decode(PyObject *Py_UNUSED(self), PyObject *args) {
                 }
                 PyTuple_SET_ITEM(row, i, v);
             }
+            if (ch_cls != NULL) {
+                if (ch_slot == 2 && im == 0) {
+                    prev = row;
+                    continue;
+                }
+                PyObject *made;
+                if (ch_slot == 0)
+                    made = rd_make_change(ch_cls, ch_op, ch_table, Py_None, row, ch_unchanged);
+                else if (ch_slot == 1)
+                    made = rd_make_change(ch_cls, ch_op, ch_table, row, Py_None, ch_unchanged);
+                else
+                    made = rd_make_change(ch_cls, ch_op, ch_table, prev, row, ch_unchanged);
+                Py_CLEAR(prev);
+                Py_DECREF(row);
+                if (made == NULL)
+                    goto fail;
+                row = made;
+            }
             int rc = PyList_Append(rows, row);
             Py_DECREF(row);
             if (rc < 0)
@@ -1080,6 +1154,7 @@ static PyObject *mysql_rows_decode(PyObject *Py_UNUSED(self), PyObject *args) {
 fail:
     Py_CLEAR(rows);
 done:
+    Py_XDECREF(prev);
     PyMem_Free(present);
     PyMem_Free(cols);
     PyBuffer_Release(&view);
@@ -1096,8 +1171,10 @@ static PyMethodDef methods[] = {
     {"mysql_copy_row", mysql_copy_row, METH_VARARGS,
      "mysql_copy_row(payload, kinds, widths, fallbacks) -> bytes: one row packet's payload as one COPY line."},
     {"mysql_rows_decode", mysql_rows_decode, METH_VARARGS,
-     "mysql_rows_decode(buf, pos, end, bitmaps, specs, loaders=None) -> list of tuples: the row images of a binlog "
-     "rows event body buf[pos:end], values as mysql-replication decodes them (then through each column's loader)."},
+     "mysql_rows_decode(buf, pos, end, bitmaps, specs, loaders=None, change=None) -> list of tuples: the row images "
+     "of a binlog rows event body buf[pos:end], values as mysql-replication decodes them (then through each "
+     "column's loader); with change=(cls, op, table, unchanged, slot), one cls(op, table, before, after, unchanged) "
+     "per row instead."},
     {NULL, NULL, 0, NULL},
 };
 

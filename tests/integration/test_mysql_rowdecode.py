@@ -16,6 +16,7 @@ import pytest
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
+from sluice.worker.events import Op, RowChange, TableId
 from sluice.worker.sources.mysql import rowdecode
 from sluice.worker.sources.mysql.types import ColumnInfo, column_of, loader_for
 from tests.support.mysql import MySqlDatabase
@@ -345,6 +346,16 @@ def test_decoders_match_the_library_on_real_events(mysql_db: MySqlDatabase) -> N
             assert _diff(names, rowdecode.mysql_rows_decode(*body, fused), loaded) == [], "compiled + loaders"
             assert _diff(names, rowdecode.py_decode_rows(*body, fused), loaded) == [], "reference + loaders"
             skipped += sum(f is None for f in fused)
+            # ... and as the stream's row changes
+            slot = 2 if isinstance(event, UpdateRowsEvent) else 0 if isinstance(event, WriteRowsEvent) else 1
+            change: tuple[Any, ...] = (RowChange, Op.UPDATE, TableId(mysql_db.name, "rd"), frozenset(), slot)
+            made = rowdecode.mysql_rows_decode(*body, fused, change)
+            assert made == rowdecode.py_decode_rows(*body, fused, change)
+            if slot == 2:
+                again = [image for r in made for image in (r.before, r.after)]
+            else:
+                again = [r.after if slot == 0 else r.before for r in made]
+            assert _diff(names, again, loaded) == [], "row changes"
             kinds[type(event).__name__] = kinds.get(type(event).__name__, 0) + 1
             images += len(library)
     finally:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from sluice.worker.events import Op, RowChange, TableId
 from sluice.worker.sources.mysql import rowdecode as rd
 
 c_decode = pytest.importorskip("sluice._speedups").mysql_rows_decode
@@ -148,3 +149,26 @@ def test_unsupported_column_types_fall_back() -> None:
         type = 7  # the pre-5.6 TIMESTAMP
 
     assert rd.column_specs([Col()]) is None
+
+
+def test_row_changes() -> None:
+    specs = ((rd.C_TINY, 0, 0, None), (rd.C_STRING, 1, 0, "utf-8"))
+    table = TableId("db", "t")
+    body = b"\x00\x01\x01a" + b"\x02\x02"  # (1, 'a'), then (2, NULL)
+    loaders = (lambda v: v * 10, None)
+    for slot, op in ((0, Op.INSERT), (1, Op.DELETE)):
+        change: tuple[Any, ...] = (RowChange, op, table, frozenset(), slot)
+        got = c_decode(body, 0, len(body), (b"\x03",), specs, loaders, change)
+        assert got == rd.py_decode_rows(body, 0, len(body), (b"\x03",), specs, loaders, change)
+        rows = [(10, "a"), (20, None)]
+        want = [RowChange(op, table, None, r) if slot == 0 else RowChange(op, table, r, None) for r in rows]
+        assert got == want
+        assert all(type(c) is RowChange and c.unchanged == frozenset() for c in got)
+    change = (RowChange, Op.UPDATE, table, frozenset(), 2)
+    got = c_decode(body, 0, len(body), (b"\x03", b"\x03"), specs, None, change)
+    assert got == [RowChange(Op.UPDATE, table, (1, "a"), (2, None))]
+    assert got == rd.py_decode_rows(body, 0, len(body), (b"\x03", b"\x03"), specs, None, change)
+    with pytest.raises(ValueError):  # two images go with slot 2 only
+        c_decode(body, 0, len(body), (b"\x03",), specs, None, change)
+    with pytest.raises(ValueError):  # a before image without its after image
+        c_decode(body[:4], 0, 4, (b"\x03", b"\x03"), specs, None, change)

@@ -328,12 +328,37 @@ def py_decode_rows(
     bitmaps: Sequence[bytes],
     specs: Sequence[Spec],
     loaders: Sequence[Callable[[Any], Any] | None] | None = None,
-) -> list[tuple[Any, ...]]:
+    change: tuple[Any, Any, Any, Any, int] | None = None,
+) -> list[Any]:
     """The rows of a rows event body ``buf[pos:end]``: one tuple per row image, ``len(bitmaps)`` images a row (the
     present-columns bitmap of each), values as ``mysql-replication`` decodes them (reference of the C loop); with
-    ``loaders``, each value then goes through its column's loader where it has one (None: taken as it is)."""
+    ``loaders``, each value then goes through its column's loader where it has one (None: taken as it is).
+
+    With ``change`` = ``(cls, op, table, unchanged, slot)``, one ``cls(op, table, before, after, unchanged)`` per row
+    instead, its image as ``after`` (slot 0, inserts), ``before`` (slot 1, deletes), or both (slot 2, updates)."""
     if loaders is not None and len(loaders) != len(specs):
         raise ValueError("loaders must be None or one callable (or None) per column")
+    if change is not None and (change[4] not in (0, 1, 2) or (change[4] == 2) != (len(bitmaps) == 2)):
+        raise ValueError("change slot 2 (before and after) goes with two images, 0/1 with one")
+    images = _py_images(buf, pos, end, bitmaps, specs, loaders)
+    if change is None:
+        return images
+    cls, op, table, unchanged, slot = change
+    if slot == 0:
+        return [cls(op, table, None, row, unchanged) for row in images]
+    if slot == 1:
+        return [cls(op, table, row, None, unchanged) for row in images]
+    return [cls(op, table, images[k], images[k + 1], unchanged) for k in range(0, len(images), 2)]
+
+
+def _py_images(
+    buf: bytes,
+    pos: int,
+    end: int,
+    bitmaps: Sequence[bytes],
+    specs: Sequence[Spec],
+    loaders: Sequence[Callable[[Any], Any] | None] | None,
+) -> list[tuple[Any, ...]]:
     ncols = len(specs)
     present = [[bool(bm[i >> 3] & (1 << (i & 7))) for i in range(ncols)] for bm in bitmaps]
     counts = [sum(p) for p in present]
@@ -371,7 +396,7 @@ try:
     )
 except ImportError:  # built without a C compiler, or an older build
     SPEEDUPS = False
-    mysql_rows_decode: Callable[..., list[tuple[Any, ...]]] = py_decode_rows
+    mysql_rows_decode: Callable[..., list[Any]] = py_decode_rows
 else:
     SPEEDUPS = True
     mysql_rows_decode = _c_rows_decode
@@ -422,17 +447,22 @@ def event_body(event: Any) -> tuple[bytes, int, int, tuple[bytes, ...], tuple[Sp
 
 
 def decode_rows(
-    event: Any, loaders: Sequence[Callable[[Any], Any] | None] | None = None
-) -> list[tuple[Any, ...]] | None:
+    event: Any,
+    loaders: Sequence[Callable[[Any], Any] | None] | None = None,
+    change: tuple[Any, Any, Any, Any, int] | None = None,
+) -> list[Any] | None:
     """The row images of a ``mysql-replication`` rows event (as :func:`py_decode_rows` gives them, through
-    ``loaders`` if given), or None where the library must read this event itself. Call before anything reads
-    ``event.rows``."""
+    ``loaders`` if given, as row changes with ``change``), or None where the library must read this event itself.
+    Call before anything reads ``event.rows``."""
     if not event.complete:
         return []
     body = event_body(event)
     if body is None:
         return None
-    rows = mysql_rows_decode(*body, tuple(loaders)) if loaders is not None else mysql_rows_decode(*body)
+    if loaders is not None or change is not None:
+        rows = mysql_rows_decode(*body, None if loaders is None else tuple(loaders), change)
+    else:
+        rows = mysql_rows_decode(*body)
     event.packet.packet._position = body[2]
     event.packet.read_bytes = event.event_size
     return rows

@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 QUEUE_EVENTS = 50  # lists of at most _BATCH events each: at most 10,000 events waiting
 _BATCH = 200
 IDLE_COMMIT_S = 5.0
+_NOTHING: frozenset[int] = frozenset()
 
 
 def _read_bool_list(self: Any, read_byte_length: int, signedness_flag: bool) -> list[bool]:
@@ -371,7 +372,22 @@ class BinlogStream(ChangeStream):
         table = schema.table
         tmap = event.table_map.get(event.table_id)
         plan = self._plan(tmap, schema, loaders) if tmap is not None else None
-        decoded = decode_rows(event, plan[1]) if plan is not None and plan[1] is not None else decode_rows(event)
+        if plan is not None and plan[1] is not None:
+            # Decoded, loaded and made row changes in one go.
+            if isinstance(event, WriteRowsEvent):
+                change = (RowChange, Op.INSERT, table, _NOTHING, 0)
+            elif isinstance(event, UpdateRowsEvent):
+                change = (RowChange, Op.UPDATE, table, _NOTHING, 2)
+            else:
+                change = (RowChange, Op.DELETE, table, _NOTHING, 1)
+            changes = decode_rows(event, plan[1], change)
+            if changes is not None:
+                self._begin(event)
+                self._pending.extend(changes)
+                if len(self._pending) >= _BATCH:
+                    self._flush()
+                return
+        decoded = decode_rows(event)
         if decoded is not None and plan is not None:
             self._begin(event)
             self._decoded(event, decoded, plan, loaders, table)
@@ -421,18 +437,12 @@ class BinlogStream(ChangeStream):
         loaders: list[Loader],
         table: TableId,
     ) -> None:
-        """The events of rows decoded by :mod:`.rowdecode`: already loaded (``plan`` has fused loaders), or tuples
-        in the table map's column order still to load."""
-        positions, fused = plan
-        if fused is not None:
+        """The events of rows decoded by :mod:`.rowdecode` as tuples in the table map's column order, still to load
+        (a table map whose columns differ from the schema's: a column added or dropped since)."""
+        positions = plan[0]
 
-            def row_of(values: tuple[Any, ...]) -> tuple[Any, ...]:
-                return values
-
-        else:
-
-            def row_of(values: tuple[Any, ...]) -> tuple[Any, ...]:
-                return tuple(load(values[i] if i >= 0 else None) for load, i in zip(loaders, positions, strict=True))
+        def row_of(values: tuple[Any, ...]) -> tuple[Any, ...]:
+            return tuple(load(values[i] if i >= 0 else None) for load, i in zip(loaders, positions, strict=True))
 
         put = self._put
         if isinstance(event, WriteRowsEvent):
