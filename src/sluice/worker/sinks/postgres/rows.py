@@ -37,6 +37,9 @@ __all__ = ["RowApplier", "Target", "copy_rows", "copy_text", "stage_for", "upser
 log = logging.getLogger(__name__)
 
 Row = tuple[Any, ...]
+# module constants: an enum member's attribute look-up costs more than the comparison, once per row
+_DELETE, _UPDATE = Op.DELETE, Op.UPDATE
+_NONE: frozenset[int] = frozenset()
 
 
 def _hashable(value: Any) -> Any:
@@ -240,18 +243,19 @@ class RowApplier:
     def _add_keyed(self, pending: _Pending, change: RowChange) -> None:
         t = pending.target
         keyed = pending.keyed
-        if change.op == Op.DELETE:
+        op = change.op
+        if op == _DELETE:
             if change.before is None:
                 return
             old = t.row(change.before)
-            keyed[t.key(old)] = ("D", old, frozenset())
+            keyed[t.key(old)] = ("D", old, _NONE)
             return
-        assert change.after is not None, f"{change.op} change of {change.table.label} without a row"
+        assert change.after is not None, f"{op} change of {change.table.label} without a row"
         row = t.row(change.after)
-        unchanged = t.unchanged(change.unchanged) if change.op == Op.UPDATE else frozenset()
+        unchanged = t.unchanged(change.unchanged) if op == _UPDATE else _NONE
         key = t.key(row)
         moved_from = None
-        if change.op == Op.UPDATE and change.before is not None:
+        if op == _UPDATE and change.before is not None:
             old = t.row(change.before)
             old_key = t.key(old)
             if old_key != key:
@@ -261,7 +265,7 @@ class RowApplier:
                     self._flush_one(pending)
                     self._move(t, old, row, unchanged)
                     return
-                keyed[old_key] = ("D", old, frozenset())
+                keyed[old_key] = ("D", old, _NONE)
         prior = keyed.get(key)
         fill = prior if prior is not None and prior[0] != "D" else moved_from
         if unchanged and fill is not None and fill[0] != "D":
