@@ -21,6 +21,9 @@ static PyObject *MalformedTuple;
 
 #define STACK_COLUMNS 64
 
+/* A byte for an error message: itself when printable, else '?' (a NUL would cut the message short). */
+#define SHOWN(c) ((c) >= 0x20 && (c) < 0x7f ? (c) : '?')
+
 typedef struct {
     Py_ssize_t start; /* offset of the value's bytes; -1 NULL, -2 unchanged TOAST */
     Py_ssize_t len;
@@ -57,7 +60,7 @@ static Py_ssize_t scan(const unsigned char *buf, Py_ssize_t size, Py_ssize_t pos
         } else if (kind == 'u') {
             slots[i].start = -2;
         } else {
-            PyErr_Format(MalformedTuple, "unknown tuple value kind '%c'", kind);
+            PyErr_Format(MalformedTuple, "unknown tuple value kind '%c'", SHOWN(kind));
             return -1;
         }
     }
@@ -160,6 +163,10 @@ static PyObject *str_op, *str_table, *str_before, *str_after, *str_unchanged;
 /* cls.__new__(cls) with its fields set as a frozen dataclass's __init__ sets them (object.__setattr__). */
 static PyObject *make_change(PyTypeObject *cls, PyObject *op, PyObject *table, PyObject *before, PyObject *after,
                              PyObject *unchanged) {
+    if (cls->tp_new == NULL) {
+        PyErr_Format(PyExc_TypeError, "cannot create '%s' instances", cls->tp_name);
+        return NULL;
+    }
     PyObject *empty = PyTuple_New(0);
     if (empty == NULL)
         return NULL;
@@ -198,7 +205,7 @@ static PyObject *row_change(PyObject *self, PyObject *args) {
     PyObject *op;
     if (kind == 'I') {
         if (marker != 'N') {
-            PyErr_Format(MalformedTuple, "insert: expected 'N', got '%c'", marker);
+            PyErr_Format(MalformedTuple, "insert: expected 'N', got '%c'", SHOWN(marker));
             goto done;
         }
         op = PyTuple_GET_ITEM(ops, 0);
@@ -214,13 +221,13 @@ static PyObject *row_change(PyObject *self, PyObject *args) {
             marker = buf[pos++];
         }
         if (marker != 'N') {
-            PyErr_Format(MalformedTuple, "update: expected 'N', got '%c'", marker);
+            PyErr_Format(MalformedTuple, "update: expected 'N', got '%c'", SHOWN(marker));
             goto done;
         }
         op = PyTuple_GET_ITEM(ops, 1);
     } else if (kind == 'D') {
         if (marker != 'K' && marker != 'O') {
-            PyErr_Format(MalformedTuple, "delete: expected 'K' or 'O', got '%c'", marker);
+            PyErr_Format(MalformedTuple, "delete: expected 'K' or 'O', got '%c'", SHOWN(marker));
             goto done;
         }
         before = values_at(buf, size, &pos, positions, loaders, &ignored);
@@ -228,7 +235,7 @@ static PyObject *row_change(PyObject *self, PyObject *args) {
             goto done;
         op = PyTuple_GET_ITEM(ops, 2);
     } else {
-        PyErr_Format(MalformedTuple, "not a row change: '%c'", kind);
+        PyErr_Format(MalformedTuple, "not a row change: '%c'", SHOWN(kind));
         goto done;
     }
     if (kind != 'D') {

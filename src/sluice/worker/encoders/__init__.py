@@ -14,7 +14,8 @@ from sluice.worker.encoders.debezium import (
     Record,
     TxContext,
     dumps,
+    dumps_bytes,
 )
 from sluice.worker.encoders.native import NativeEncoder
 
-__all__ = ["UNAVAILABLE_VALUE", "DebeziumEncoder", "NativeEncoder", "Record", "TxContext", "dumps"]
+__all__ = ["UNAVAILABLE_VALUE", "DebeziumEncoder", "NativeEncoder", "Record", "TxContext", "dumps", "dumps_bytes"]

@@ -38,7 +38,7 @@ from sluice.errors import SluiceError
 from sluice.models import Connector
 from sluice.models.sinks import KafkaSink as KafkaSinkModel
 from sluice.worker.checkpoints import Checkpoint
-from sluice.worker.encoders import DebeziumEncoder, NativeEncoder, TxContext, dumps
+from sluice.worker.encoders import DebeziumEncoder, NativeEncoder, TxContext, dumps, dumps_bytes
 from sluice.worker.events import Begin, Change, Commit, Op, RowChange, SchemaChange, TableSchema, Truncate
 from sluice.worker.positions import Lsn, Position
 from sluice.worker.sinks.base import DeliveryGuarantee, Sink, SnapshotWriter
@@ -391,8 +391,8 @@ class KafkaSink(Sink):
             return out
         assert self.native is not None
         event = self.native.change(schema, change, tx)
-        nkey = dumps(event["key"]).encode() if "key" in event else None
-        return [(topic, nkey, dumps(event).encode())]
+        nkey = dumps_bytes(event["key"]) if "key" in event else None
+        return [(topic, nkey, dumps_bytes(event))]
 
     def _truncate_messages(self, schema: TableSchema, tx: TxContext) -> list[Message]:
         topic = self._topic(schema)
@@ -405,7 +405,7 @@ class KafkaSink(Sink):
             )
             return [(topic, None, self.encoder.value_json(record).encode())]
         assert self.native is not None
-        return [(topic, None, dumps(self.native.truncate(schema, tx)).encode())]
+        return [(topic, None, dumps_bytes(self.native.truncate(schema, tx)))]
 
     # ------------------------------------------------------------------ snapshot
 

@@ -399,7 +399,11 @@ _i16_from = _I16.unpack_from
 
 
 def _tuple_at(buf: bytes, pos: int) -> tuple[tuple[TupleValue, ...], int]:
+    if pos < 0:
+        raise PgOutputError("tuple data truncated")
     (n,) = _i16_from(buf, pos)
+    if n < 0:
+        raise PgOutputError("negative column count")
     pos += 2
     values: list[TupleValue] = []
     append = values.append
