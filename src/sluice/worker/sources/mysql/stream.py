@@ -14,6 +14,10 @@ rows; a table renamed into the selection arrives with its current rows, as upser
 changes of selected tables produce nothing, except that the position moves on: every :data:`IDLE_COMMIT_S` seconds
 an empty ``Begin``/``Commit`` carries it, so a restart does not re-read long stretches of other databases' log.
 
+Rows events are not read by the library's per-value reader: :mod:`.rowdecode` decodes each event's rows, applies the
+column loaders (:mod:`.types`) and builds the ``RowChange`` events in one compiled loop, with the library's reader
+left for tables with a column type it does not decode.
+
 The library reconnects by itself after a lost connection, from its start position: that would replay events
 already handed out, so a second stream connection is refused and the failure goes to the engine, which resumes
 from the sink's checkpoint.
