@@ -794,16 +794,41 @@ static PyObject *rd_value(const rd_col *c, const unsigned char **pp, const unsig
                                           us > 0 ? (int)us : 0);
     }
     case RD_TIME2: {
+        /* as the server reads it (my_time_packed_from_binary): integer part and fraction are one signed number */
         int nf = (c->m1 + 1) / 2;
         RD_NEED(3 + nf);
         *pp = p + 3 + nf;
-        int32_t data = (int32_t)rd_be_signed(p, 3);
-        int positive = (data >> 23) & 1;
-        if (!positive)
-            data = -data;
-        int64_t us = rd_fsp(p + 3, c->m1);
-        int64_t h = (data >> 12) & 0x3ff, mi = (data >> 6) & 0x3f, s = data & 0x3f;
-        int64_t total = ((h * 3600 + mi * 60 + s) * 1000000 + us) * (positive ? 1 : -1);
+        int64_t packed;
+        if (c->m1 >= 5) {
+            packed = (int64_t)(((uint64_t)p[0] << 40) | ((uint64_t)p[1] << 32) | ((uint64_t)p[2] << 24) |
+                               ((uint64_t)p[3] << 16) | ((uint64_t)p[4] << 8) | (uint64_t)p[5]) -
+                     0x800000000000LL;
+        } else {
+            int64_t intpart = (int64_t)(((uint32_t)p[0] << 16) | ((uint32_t)p[1] << 8) | (uint32_t)p[2]) - 0x800000;
+            int64_t frac = 0;
+            if (c->m1 >= 3) {
+                frac = ((int64_t)p[3] << 8) | (int64_t)p[4];
+                if (intpart < 0 && frac) {
+                    intpart++;
+                    frac -= 0x10000;
+                }
+                frac *= 100;
+            } else if (c->m1 >= 1) {
+                frac = p[3];
+                if (intpart < 0 && frac) {
+                    intpart++;
+                    frac -= 0x100;
+                }
+                frac *= 10000;
+            }
+            packed = intpart * (1LL << 24) + frac;
+        }
+        int negative = packed < 0;
+        if (negative)
+            packed = -packed;
+        int64_t hms = packed >> 24, us = packed & 0xffffff;
+        int64_t h = (hms >> 12) & 0x3ff, mi = (hms >> 6) & 0x3f, s = hms & 0x3f;
+        int64_t total = ((h * 3600 + mi * 60 + s) * 1000000 + us) * (negative ? -1 : 1);
         int64_t day_us = 86400LL * 1000000;
         int64_t days = total / day_us, r = total % day_us;
         if (r < 0) {
@@ -834,8 +859,9 @@ static PyObject *rd_value(const rd_col *c, const unsigned char **pp, const unsig
         RD_NEED(c->m1);
         *pp = p + c->m1;
         uint64_t mask = rd_le(p, c->m1);
-        if (c->extra == Py_None || mask == 0)
+        if (c->extra == Py_None)
             Py_RETURN_NONE;
+        /* an empty set is a value (''), not NULL: NULL is in the row's null bitmap */
         PyObject *set = PySet_New(NULL);
         if (set == NULL)
             return NULL;
@@ -847,10 +873,6 @@ static PyObject *rd_value(const rd_col *c, const unsigned char **pp, const unsig
                     return NULL;
                 }
             }
-        }
-        if (PySet_GET_SIZE(set) == 0) {
-            Py_DECREF(set);
-            Py_RETURN_NONE;
         }
         return set;
     }

@@ -9,6 +9,7 @@ three must give the same values, of the same types.
 from __future__ import annotations
 
 import random
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -236,12 +237,32 @@ def _typed(rows: list[tuple[Any, ...]]) -> list[tuple[tuple[str, str], ...]]:
     return [tuple(one(v) for v in row) for row in rows]
 
 
+def _library_wrong(name: str, ours: Any, library: Any) -> bool:
+    """The library's two known misreadings, which the decoders here correct (Debezium's reading of the same rows,
+    in test_mysql_debezium_conformance, checks the corrected values exactly): an empty SET read as NULL, and a
+    negative TIME with a fraction whose fraction was read apart from its sign (-00:00:00.01 as -00:00:00.99)."""
+    if name == "s" and library is None and ours in (set(), ""):  # the SET column, decoded or loaded
+        return True
+    return (
+        isinstance(ours, timedelta)
+        and isinstance(library, timedelta)
+        and ours < timedelta(0)
+        and ours.microseconds != 0
+        and library < timedelta(0)
+        and abs(ours - library) < timedelta(seconds=1)
+    )
+
+
 def _diff(names: list[str], got: list[tuple[Any, ...]], want: list[tuple[Any, ...]]) -> list[str]:
     if len(got) != len(want):
         return [f"{len(got)} row images, want {len(want)}"]
     out = []
-    for k, (g, w) in enumerate(zip(_typed(got), _typed(want), strict=True)):
-        out += [f"image {k} {n}: {a} != {b}" for n, a, b in zip(names, g, w, strict=True) if a != b]
+    for k, (g, w, rg, rw) in enumerate(zip(_typed(got), _typed(want), got, want, strict=True)):
+        out += [
+            f"image {k} {n}: {a} != {b}"
+            for n, a, b, va, vb in zip(names, g, w, rg, rw, strict=True)
+            if a != b and not _library_wrong(n, va, vb)
+        ]
     return out[:20]
 
 

@@ -208,6 +208,33 @@ def _fsp(buf: bytes, pos: int, fsp: int) -> tuple[int, int]:
     return value * 10 ** (6 - fsp), pos + n
 
 
+def _time2(data: bytes | bytearray, fsp: int) -> datetime.timedelta:
+    """A TIME(fsp) value, read as the server reads it (``my_time_packed_from_binary``): the integer part and the
+    fraction make one signed number, so ``-00:00:00.01`` stays that (the library, reading the fraction apart from
+    the sign, made it ``-00:00:00.99``)."""
+    intpart = int.from_bytes(data[:3], "big") - 0x800000
+    if fsp >= 5:
+        packed = int.from_bytes(data[:6], "big") - 0x800000000000
+    else:
+        frac = 0
+        if fsp >= 3:
+            frac = int.from_bytes(data[3:5], "big")
+            if intpart < 0 and frac:
+                intpart, frac = intpart + 1, frac - 0x10000
+            frac *= 100
+        elif fsp >= 1:
+            frac = data[3]
+            if intpart < 0 and frac:
+                intpart, frac = intpart + 1, frac - 0x100
+            frac *= 10000
+        packed = (intpart << 24) + frac
+    sign = -1 if packed < 0 else 1
+    packed = abs(packed)
+    hms, us = packed >> 24, packed & 0xFFFFFF
+    hours, minutes, seconds = (hms >> 12) & 0x3FF, (hms >> 6) & 0x3F, hms & 0x3F
+    return datetime.timedelta(hours=hours, minutes=minutes, seconds=seconds, microseconds=us) * sign
+
+
 def _decimal(buf: bytes, pos: int, precision: int, scale: int) -> tuple[decimal.Decimal, int]:
     integral = precision - scale
     uncomp_integral, comp_integral = divmod(integral, 9)
@@ -287,14 +314,7 @@ def _value(buf: bytes, pos: int, end: int, spec: Spec) -> tuple[Any, int]:
         us, pos = _fsp(buf, pos + 4, m1)
         return (stamp.replace(microsecond=us) if us > 0 else stamp), pos
     if code == C_TIME2:
-        data = _be_signed(_take(buf, pos, 3, end))
-        _take(buf, pos + 3, (m1 + 1) // 2, end)
-        sign = 1 if (data >> 23) & 1 else -1
-        if sign == -1:
-            data = -data
-        us, pos = _fsp(buf, pos + 3, m1)
-        hours, minutes, seconds = (data >> 12) & 0x3FF, (data >> 6) & 0x3F, data & 0x3F
-        return datetime.timedelta(hours=hours, minutes=minutes, seconds=seconds, microseconds=us) * sign, pos
+        return _time2(_take(buf, pos, 3 + (m1 + 1) // 2, end), m1), pos + 3 + (m1 + 1) // 2
     if code == C_YEAR:
         return _take(buf, pos, 1, end)[0] + 1900, pos + 1
     if code == C_ENUM:
@@ -304,8 +324,8 @@ def _value(buf: bytes, pos: int, end: int, spec: Spec) -> tuple[Any, int]:
         mask = int.from_bytes(_take(buf, pos, m1, end), "little")
         if not extra:
             return None, pos + m1
-        members = {v for i, v in enumerate(extra) if mask & (1 << i)}
-        return (members or None), pos + m1
+        # an empty set is a value (''), not NULL: NULL is in the row's null bitmap (the library made it None)
+        return {v for i, v in enumerate(extra) if mask & (1 << i)}, pos + m1
     if code == C_BIT:
         bits = _take(buf, pos, m2, end)
         out = []
