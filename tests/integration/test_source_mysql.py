@@ -211,7 +211,10 @@ def test_type_table_round_trips_into_postgres(
     assert types["ubi"] == "numeric" and types["ui"] == "bigint" and types["tb"] == "boolean"
     assert types["ts"] == "timestamp with time zone" and types["dtm"] == "timestamp without time zone"
     assert types["j"] == "jsonb" and types["tm"] == "interval" and types["g"] == "bytea"
+    # A streaming worker stops at once on SIGTERM: the binlog reader thread, waiting on its socket, is woken.
+    stopping = time.monotonic()
     assert worker.stop() == 0
+    assert time.monotonic() - stopping < 5, "the worker took the binlog reader's full join timeout to stop"
 
 
 # ---------------------------------------------------------------------------------------------------- snapshot, crashes

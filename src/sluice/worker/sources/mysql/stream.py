@@ -29,6 +29,7 @@ import contextlib
 import logging
 import queue
 import re
+import socket
 import threading
 import time
 from collections import deque
@@ -233,6 +234,12 @@ class BinlogStream(ChangeStream):
         self._closed.set()
         reader = self._reader
         if reader is not None:
+            # The reader thread waits in recv() on the dump connection: closing the socket from here would not wake
+            # it (it used to hold a SIGTERM for the full join timeout); shutting it down does, at once.
+            sock = getattr(getattr(reader, "_stream_connection", None), "_sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(Exception):
                 reader.close()
         self._thread.join(timeout=10)
