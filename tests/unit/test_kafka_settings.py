@@ -27,6 +27,7 @@ def test_defaults_are_an_idempotent_producer_with_acks_all() -> None:
     assert (s["acks"], s["enable.idempotence"], s["security.protocol"]) == ("all", True, "plaintext")
     assert "transactional.id" not in s
     assert transactional_id(model(), "c1") is None
+    assert s["queue.buffering.max.kbytes"] == 32 * 1024  # bounded memory, not librdkafka's 1 GiB
 
 
 def test_transactions_and_producer_options() -> None:

@@ -174,6 +174,9 @@ def producer_settings(model: KafkaSinkModel, connector_id: str) -> dict[str, Any
         if txid and config.transactions is not None and config.transactions.timeout_ms is not None:
             out["transaction.timeout.ms"] = config.transactions.timeout_ms
     out.setdefault("linger.ms", 5)
+    # librdkafka buffers up to 1 GiB of unsent messages by default: a burst of large Debezium events made the worker
+    # hold hundreds of MB. 32 MiB keeps every batch full; produce() waits for deliveries when it is reached.
+    out.setdefault("queue.buffering.max.kbytes", 32 * 1024)
     if txid:
         out["transactional.id"] = txid
         # A snapshot chunk is one transaction and may take minutes (a whole table without parallel snapshots):
