@@ -94,7 +94,7 @@ def connection_settings(conn: Any) -> dict[str, Any]:
         "user": conn.user,
         # bytes: PyMySQL would encode a str as latin-1, failing on other characters with a message that quotes
         # part of the password
-        "passwd": (password or "").encode("utf-8"),
+        "password": (password or "").encode("utf-8"),
         "charset": "utf8mb4",
         "connect_timeout": 10,
     }
