@@ -39,7 +39,7 @@ system-deps: ## PostgreSQL, pgcopydb, gcc and Python headers from Debian package
 .PHONY: venv
 venv: $(VENV)/.installed ## Python virtualenv with sluice and its dev tools
 
-$(VENV)/.installed: pyproject.toml setup.py src/sluice/_speedups.c src/sluice/_pgrows.c src/sluice/_eventjson.c
+$(VENV)/.installed: pyproject.toml setup.py src/sluice/_speedups.c src/sluice/_pgrows.c src/sluice/_eventjson.c src/sluice/_rowchange.h
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

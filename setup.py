@@ -6,10 +6,12 @@ version of the same functions (slower on bulk inserts, identical results).
 
 from setuptools import Extension, setup
 
+_ROWCHANGE = "src/sluice/_rowchange.h"  # RowChange construction shared by _speedups and _pgrows
+
 setup(
     ext_modules=[
-        Extension("sluice._speedups", ["src/sluice/_speedups.c"], optional=True),
-        Extension("sluice._pgrows", ["src/sluice/_pgrows.c"], optional=True),
+        Extension("sluice._speedups", ["src/sluice/_speedups.c"], depends=[_ROWCHANGE], optional=True),
+        Extension("sluice._pgrows", ["src/sluice/_pgrows.c"], depends=[_ROWCHANGE], optional=True),
         Extension("sluice._eventjson", ["src/sluice/_eventjson.c"], optional=True),
     ]
 )

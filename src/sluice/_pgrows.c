@@ -17,6 +17,8 @@
 #include <Python.h>
 #include <stdint.h>
 
+#include "_rowchange.h"
+
 static PyObject *MalformedTuple;
 
 #define STACK_COLUMNS 64
@@ -158,31 +160,6 @@ static PyObject *tuple_values(PyObject *self, PyObject *args) {
     return result;
 }
 
-static PyObject *str_op, *str_table, *str_before, *str_after, *str_unchanged;
-
-/* cls.__new__(cls) with its fields set as a frozen dataclass's __init__ sets them (object.__setattr__). */
-static PyObject *make_change(PyTypeObject *cls, PyObject *op, PyObject *table, PyObject *before, PyObject *after,
-                             PyObject *unchanged) {
-    if (cls->tp_new == NULL) {
-        PyErr_Format(PyExc_TypeError, "cannot create '%s' instances", cls->tp_name);
-        return NULL;
-    }
-    PyObject *empty = PyTuple_New(0);
-    if (empty == NULL)
-        return NULL;
-    PyObject *obj = cls->tp_new(cls, empty, NULL);
-    Py_DECREF(empty);
-    if (obj == NULL)
-        return NULL;
-    if (PyObject_GenericSetAttr(obj, str_op, op) < 0 || PyObject_GenericSetAttr(obj, str_table, table) < 0 ||
-        PyObject_GenericSetAttr(obj, str_before, before) < 0 || PyObject_GenericSetAttr(obj, str_after, after) < 0 ||
-        PyObject_GenericSetAttr(obj, str_unchanged, unchanged) < 0) {
-        Py_DECREF(obj);
-        return NULL;
-    }
-    return obj;
-}
-
 static PyObject *row_change(PyObject *self, PyObject *args) {
     Py_buffer view;
     PyObject *positions, *loaders, *table, *ops, *nothing;
@@ -249,7 +226,7 @@ static PyObject *row_change(PyObject *self, PyObject *args) {
     } else {
         frozen = Py_NewRef(nothing);
     }
-    result = make_change(cls, op, table, before ? before : Py_None, after ? after : Py_None, frozen);
+    result = sluice_row_change(cls, op, table, before ? before : Py_None, after ? after : Py_None, frozen);
 done:
     Py_XDECREF(before);
     Py_XDECREF(after);
@@ -282,15 +259,6 @@ PyMODINIT_FUNC PyInit__pgrows(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    str_op = PyUnicode_InternFromString("op");
-    str_table = PyUnicode_InternFromString("table");
-    str_before = PyUnicode_InternFromString("before");
-    str_after = PyUnicode_InternFromString("after");
-    str_unchanged = PyUnicode_InternFromString("unchanged");
-    if (!str_op || !str_table || !str_before || !str_after || !str_unchanged) {
-        Py_DECREF(m);
-        return NULL;
-    }
     MalformedTuple = PyErr_NewException("sluice._pgrows.MalformedTuple", PyExc_ValueError, NULL);
     if (MalformedTuple == NULL || PyModule_AddObjectRef(m, "MalformedTuple", MalformedTuple) < 0) {
         Py_DECREF(m);

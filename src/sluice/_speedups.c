@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_rowchange.h"
+
 static int32_t read_i32(const unsigned char *p) {
     return (int32_t)(((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3]);
 }
@@ -990,37 +992,6 @@ fail:
     return NULL;
 }
 
-static PyObject *rd_str_op, *rd_str_table, *rd_str_before, *rd_str_after, *rd_str_unchanged;
-
-/* cls.__new__(cls) with its fields set as a frozen dataclass's __init__ sets them (object.__setattr__); the
- * row-change building of mysql_rows_decode. */
-static PyObject *rd_make_change(PyTypeObject *cls, PyObject *op, PyObject *table, PyObject *before, PyObject *after,
-                                PyObject *unchanged) {
-    if (rd_str_unchanged == NULL) {
-        if ((rd_str_op = PyUnicode_InternFromString("op")) == NULL ||
-            (rd_str_table = PyUnicode_InternFromString("table")) == NULL ||
-            (rd_str_before = PyUnicode_InternFromString("before")) == NULL ||
-            (rd_str_after = PyUnicode_InternFromString("after")) == NULL ||
-            (rd_str_unchanged = PyUnicode_InternFromString("unchanged")) == NULL)
-            return NULL;
-    }
-    PyObject *empty = PyTuple_New(0);
-    if (empty == NULL)
-        return NULL;
-    PyObject *obj = cls->tp_new(cls, empty, NULL);
-    Py_DECREF(empty);
-    if (obj == NULL)
-        return NULL;
-    if (PyObject_GenericSetAttr(obj, rd_str_op, op) < 0 || PyObject_GenericSetAttr(obj, rd_str_table, table) < 0 ||
-        PyObject_GenericSetAttr(obj, rd_str_before, before) < 0 ||
-        PyObject_GenericSetAttr(obj, rd_str_after, after) < 0 ||
-        PyObject_GenericSetAttr(obj, rd_str_unchanged, unchanged) < 0) {
-        Py_DECREF(obj);
-        return NULL;
-    }
-    return obj;
-}
-
 static PyObject *mysql_rows_decode(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_buffer view;
     Py_ssize_t pos, end;
@@ -1155,11 +1126,11 @@ static PyObject *mysql_rows_decode(PyObject *Py_UNUSED(self), PyObject *args) {
                 }
                 PyObject *made;
                 if (ch_slot == 0)
-                    made = rd_make_change(ch_cls, ch_op, ch_table, Py_None, row, ch_unchanged);
+                    made = sluice_row_change(ch_cls, ch_op, ch_table, Py_None, row, ch_unchanged);
                 else if (ch_slot == 1)
-                    made = rd_make_change(ch_cls, ch_op, ch_table, row, Py_None, ch_unchanged);
+                    made = sluice_row_change(ch_cls, ch_op, ch_table, row, Py_None, ch_unchanged);
                 else
-                    made = rd_make_change(ch_cls, ch_op, ch_table, prev, row, ch_unchanged);
+                    made = sluice_row_change(ch_cls, ch_op, ch_table, prev, row, ch_unchanged);
                 Py_CLEAR(prev);
                 Py_DECREF(row);
                 if (made == NULL)
