@@ -19,7 +19,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 
 from sluice.worker.events import Op, RowChange, TableId
 from sluice.worker.sources.mysql import rowdecode
-from sluice.worker.sources.mysql.types import ColumnInfo, column_of, loader_for
+from sluice.worker.sources.mysql.types import INFO_COLUMNS, column_info, column_of, loader_for
 from tests.support.mysql import MySqlDatabase
 from tests.support.pg import _in_ci
 
@@ -266,6 +266,23 @@ def _diff(names: list[str], got: list[tuple[Any, ...]], want: list[tuple[Any, ..
     return out[:20]
 
 
+def _rows_reader(mysql_db: MySqlDatabase, file: str, pos: int) -> BinLogStreamReader:
+    """The library's reader of the database's rows events from ``file``:``pos``, as the stream sets it up."""
+    server = mysql_db.server
+    settings = {"host": server.host, "port": server.port, "user": server.admin_user, "password": server.admin_password}
+    return BinLogStreamReader(
+        connection_settings=settings,
+        server_id=random.randint(100_000, 900_000),
+        blocking=True,  # MariaDB 10.11 resets a non-blocking dump at a 140 kB event
+        resume_stream=True,
+        log_file=file,
+        log_pos=pos,
+        only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],
+        only_schemas=[mysql_db.name],
+        is_mariadb=mysql_db.mariadb,
+    )
+
+
 def test_decoders_match_the_library_on_real_events(mysql_db: MySqlDatabase) -> None:
     if not rowdecode.SPEEDUPS and _in_ci():  # elsewhere the reference (then also the "compiled" one) is checked
         pytest.fail("sluice._speedups is not built (pip install -e . with a C compiler): required under CI")
@@ -306,32 +323,11 @@ def test_decoders_match_the_library_on_real_events(mysql_db: MySqlDatabase) -> N
     finally:
         conn.close()
 
-    settings = {"host": server.host, "port": server.port, "user": server.admin_user, "password": server.admin_password}
-    reader = BinLogStreamReader(
-        connection_settings=settings,
-        server_id=random.randint(100_000, 900_000),
-        blocking=True,  # MariaDB 10.11 resets a non-blocking dump at a 140 kB event
-        resume_stream=True,
-        log_file=file,
-        log_pos=pos,
-        only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],
-        only_schemas=[mysql_db.name],
-        is_mariadb=mysql_db.mariadb,
-    )
+    reader = _rows_reader(mysql_db, file, pos)
     infos = [
-        ColumnInfo(
-            name=str(r[0]),
-            data_type=str(r[1]).lower(),
-            column_type=str(r[2]),
-            nullable=str(r[3]).upper() == "YES",
-            precision=None if r[4] is None else int(r[4]),
-            scale=None if r[5] is None else int(r[5]),
-            length=None if r[6] is None else int(r[6]),
-            json_check=mysql_db.mariadb and str(r[0]) == "j",
-        )
+        column_info(r, json_check=mysql_db.mariadb and str(r[0]) == "j")
         for r in mysql_db.execute(
-            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, NUMERIC_SCALE, "
-            "CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+            f"SELECT {INFO_COLUMNS} FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
             "AND TABLE_NAME = 'rd' ORDER BY ORDINAL_POSITION"
         )
     ]
@@ -397,18 +393,7 @@ def test_decode_rows_is_what_the_stream_gets(mysql_db: MySqlDatabase) -> None:
     mysql_db.execute("UPDATE small SET v = 'b'")
     mysql_db.execute("CREATE TABLE done (id int)")
     mysql_db.execute("INSERT INTO done VALUES (1)")
-    settings = {"host": server.host, "port": server.port, "user": server.admin_user, "password": server.admin_password}
-    reader = BinLogStreamReader(
-        connection_settings=settings,
-        server_id=random.randint(100_000, 900_000),
-        blocking=True,  # MariaDB 10.11 resets a non-blocking dump at a 140 kB event
-        resume_stream=True,
-        log_file=file,
-        log_pos=pos,
-        only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],
-        only_schemas=[mysql_db.name],
-        is_mariadb=mysql_db.mariadb,
-    )
+    reader = _rows_reader(mysql_db, file, pos)
     got = []
     try:
         for event in reader:

@@ -35,7 +35,7 @@ from sluice.worker.sources.mysql.positions import MySqlPosition
 from sluice.worker.sources.mysql.preflight import raise_failed, server_checks
 from sluice.worker.sources.mysql.snapshot import MySqlSnapshot, plan_table, qi, read_position
 from sluice.worker.sources.mysql.stream import BinlogStream
-from sluice.worker.sources.mysql.types import ColumnInfo, Loader, column_of, loader_for
+from sluice.worker.sources.mysql.types import INFO_COLUMNS, ColumnInfo, Loader, column_info, column_of, loader_for
 
 __all__ = ["MySqlSource", "connection_settings", "server_id_for"]
 
@@ -246,8 +246,7 @@ class MySqlSource(Source):
         if not is_selected(self.config.catalog, self.database, table):
             return None
         rows = self._sql(
-            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, NUMERIC_SCALE, "
-            "CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
+            f"SELECT {INFO_COLUMNS} FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
             "ORDER BY ORDINAL_POSITION",
             (self.database, table),
         )
@@ -255,20 +254,7 @@ class MySqlSource(Source):
             return None
         excluded = excluded_columns(self.config.catalog, self.database, table)
         json_cols = self._json_checks(table)
-        infos = [
-            ColumnInfo(
-                name=str(r[0]),
-                data_type=str(r[1]).lower(),
-                column_type=str(r[2]),
-                nullable=str(r[3]).upper() == "YES",
-                precision=None if r[4] is None else int(r[4]),
-                scale=None if r[5] is None else int(r[5]),
-                length=None if r[6] is None else int(r[6]),
-                json_check=str(r[0]) in json_cols,
-            )
-            for r in rows
-            if str(r[0]) not in excluded
-        ]
+        infos = [column_info(r, json_check=str(r[0]) in json_cols) for r in rows if str(r[0]) not in excluded]
         key_rows = self._sql(
             "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = %s "
             "AND TABLE_NAME = %s AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",

@@ -46,7 +46,7 @@ import json
 import math
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -54,7 +54,7 @@ from typing import Any
 
 from sluice.worker.events import Column, ColumnType, TypeKind
 
-__all__ = ["ColumnInfo", "Loader", "column_of", "loader_for", "parse_values"]
+__all__ = ["INFO_COLUMNS", "ColumnInfo", "Loader", "column_info", "column_of", "loader_for", "parse_values"]
 
 Loader = Callable[[Any], Any]
 
@@ -95,6 +95,26 @@ class ColumnInfo:
     length: int | None = None
     #: a MariaDB LONGTEXT column with a ``json_valid`` check (MariaDB's JSON alias)
     json_check: bool = False
+
+
+#: the ``information_schema.COLUMNS`` fields :func:`column_info` takes, in its order
+INFO_COLUMNS = (
+    "COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, NUMERIC_SCALE, CHARACTER_MAXIMUM_LENGTH"
+)
+
+
+def column_info(row: Sequence[Any], *, json_check: bool = False) -> ColumnInfo:
+    """A row of :data:`INFO_COLUMNS` as a :class:`ColumnInfo` (servers give numbers and text in several types)."""
+    return ColumnInfo(
+        name=str(row[0]),
+        data_type=str(row[1]).lower(),
+        column_type=str(row[2]),
+        nullable=str(row[3]).upper() == "YES",
+        precision=None if row[4] is None else int(row[4]),
+        scale=None if row[5] is None else int(row[5]),
+        length=None if row[6] is None else int(row[6]),
+        json_check=json_check,
+    )
 
 
 def parse_values(column_type: str) -> tuple[str, ...]:
