@@ -398,11 +398,14 @@ class BinlogStream(ChangeStream):
                 if len(self._pending) >= _BATCH:
                     self._flush()
                 return
-        decoded = decode_rows(event)
-        if decoded is not None and plan is not None:
-            self._begin(event)
-            self._decoded(event, decoded, plan, loaders, table)
-            return
+        elif plan is not None:
+            # Decoded here, loaded per row: the table map's columns are not the schema's.
+            decoded = decode_rows(event)
+            if decoded is not None:
+                self._begin(event)
+                self._decoded(event, decoded, plan, loaders, table)
+                return
+        # None from decode_rows: an event the library must read itself (nothing of it was consumed)
 
         def row_of(values: dict[str, Any]) -> tuple[Any, ...]:
             return tuple(load(values.get(n)) for load, n in zip(loaders, names, strict=True))
